@@ -1,0 +1,113 @@
+# alphadrive-trl — every command a user needs. `make help` lists them.
+# Variables select what runs; with none, training targets run the tiny CPU demo on the embedded synthetic data.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+# Matching torch + torchvision wheels that work together on CPU and GPU (see README, "Install").
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+EXTRAS ?= dev,sim
+
+DATA_DIR ?= data/synthetic
+DEMO_SAMPLES ?= 1200
+TINY_ARCH ?= qwen2_5_vl
+TINY_MODEL ?= outputs/tiny-$(TINY_ARCH)-init
+SFT_RECIPE ?= recipes/tiny-qwen2.5-vl/sft/config_demo.yaml
+GRPO_RECIPE ?= recipes/tiny-qwen2.5-vl/grpo/config_demo.yaml
+RECIPE ?=
+ACCELERATE_CONFIG ?=
+NUM_PROCESSES ?= 1
+OUTPUT_DIR ?=
+SFT_OUTPUT ?= outputs/demo-sft
+GRPO_OUTPUT ?= outputs/demo-grpo
+EVAL_DIR ?= outputs/demo-eval
+ARGS ?=
+
+# `make sft RECIPE=...` overrides the demo recipe; OUTPUT_DIR overrides the recipe's output_dir.
+SFT_CONFIG := $(if $(RECIPE),$(RECIPE),$(SFT_RECIPE))
+GRPO_CONFIG := $(if $(RECIPE),$(RECIPE),$(GRPO_RECIPE))
+OUT_FLAG := $(if $(OUTPUT_DIR),--output_dir $(OUTPUT_DIR),)
+# With ACCELERATE_CONFIG (e.g. recipes/accelerate_configs/zero2.yaml) training goes through `accelerate launch`.
+LAUNCH = $(if $(ACCELERATE_CONFIG),$(BIN)/accelerate launch --config_file $(ACCELERATE_CONFIG) --num_processes $(NUM_PROCESSES) -m,$(PY) -m)
+
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+export PYTHONWARNINGS ?= ignore
+
+.PHONY: help install test test-fast quality style data tiny-model sft grpo pipeline eval demo bench reproduce closed-loop clean
+
+help:
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
+
+$(BIN)/activate:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: setup.cfg pyproject.toml | $(BIN)/activate
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet $(TORCH_SPEC)
+	$(BIN)/pip install --quiet -e ".[$(EXTRAS)]" $(TORCH_SPEC)
+	$(PY) -c "import torch, torchvision, qwen_vl_utils, trl, alphadrive_trl; print('installed: torch', torch.__version__, '| torchvision', torchvision.__version__, '| trl', trl.__version__)"
+	@touch $@
+
+install: $(VENV)/.installed ## Create .venv and install the package with dev + sim extras (quick when done)
+
+test: install ## Run the whole test suite (what CI runs)
+	$(PY) -m pytest tests -q -ra $(ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; exit 0; fi; exit $$rc
+
+test-fast: install ## Tests without the slow end-to-end ones
+	$(PY) -m pytest tests -q -m "not slow" $(ARGS)
+
+quality: install ## Lint and format check (ruff)
+	$(BIN)/ruff check src data_prep tests benchmarks
+	$(BIN)/ruff format --check src data_prep tests benchmarks
+
+style: install ## Auto-format and fix lint (ruff)
+	$(BIN)/ruff check --fix src data_prep tests benchmarks
+	$(BIN)/ruff format src data_prep tests benchmarks
+
+data: install ## Build the synthetic dataset used by the demo recipes (DATA_DIR, DEMO_SAMPLES)
+	$(PY) -m data_prep.synthetic --output-dir $(DATA_DIR) --num-samples $(DEMO_SAMPLES) --seed 0 $(ARGS)
+
+tiny-model: install ## Build the tiny random Qwen-VL model the demo trains (TINY_ARCH, TINY_MODEL)
+	@test -f $(TINY_MODEL)/config.json || $(PY) -m alphadrive_trl.testing --arch $(TINY_ARCH) --output-dir $(TINY_MODEL) --preset demo
+
+sft: install ## SFT warm-up (RECIPE, ACCELERATE_CONFIG, NUM_PROCESSES, OUTPUT_DIR)
+	$(if $(RECIPE),,@$(MAKE) --no-print-directory data-if-missing tiny-model)
+	$(LAUNCH) alphadrive_trl.sft --config $(SFT_CONFIG) $(OUT_FLAG) $(ARGS)
+
+grpo: install ## GRPO from the SFT checkpoint (RECIPE, ACCELERATE_CONFIG, NUM_PROCESSES, OUTPUT_DIR)
+	$(if $(RECIPE),,@$(MAKE) --no-print-directory data-if-missing)
+	$(LAUNCH) alphadrive_trl.grpo --config $(GRPO_CONFIG) $(OUT_FLAG) $(ARGS)
+
+pipeline: install ## SFT on 20% of the data, then GRPO on the rest from the SFT output (SFT_RECIPE, GRPO_RECIPE)
+	@$(MAKE) --no-print-directory data-if-missing tiny-model
+	$(LAUNCH) alphadrive_trl.sft --config $(SFT_RECIPE) --stage sft --output_dir $(SFT_OUTPUT) $(ARGS)
+	$(LAUNCH) alphadrive_trl.grpo --config $(GRPO_RECIPE) --stage grpo --model_name_or_path $(SFT_OUTPUT) --output_dir $(GRPO_OUTPUT) $(ARGS)
+
+eval: install ## Evaluate the demo checkpoints on the synthetic test split and compare them
+	$(BIN)/alphadrive-eval generate --model $(SFT_OUTPUT) --dataset $(DATA_DIR) --split test --output $(EVAL_DIR)/sft/predictions.jsonl --num-samples 4
+	$(BIN)/alphadrive-eval score --predictions $(EVAL_DIR)/sft/predictions.jsonl --output-dir $(EVAL_DIR)/sft
+	$(BIN)/alphadrive-eval generate --model $(GRPO_OUTPUT) --dataset $(DATA_DIR) --split test --output $(EVAL_DIR)/grpo/predictions.jsonl --num-samples 4
+	$(BIN)/alphadrive-eval score --predictions $(EVAL_DIR)/grpo/predictions.jsonl --output-dir $(EVAL_DIR)/grpo
+	$(BIN)/alphadrive-eval compare $(EVAL_DIR)/sft $(EVAL_DIR)/grpo --names SFT SFT+GRPO
+
+demo: install ## data -> tiny SFT -> GRPO -> eval on CPU, then print the headline numbers
+	@$(MAKE) --no-print-directory pipeline
+	@$(MAKE) --no-print-directory eval
+	@echo "Report: $(EVAL_DIR)/grpo/report.md (SFT: $(EVAL_DIR)/sft/report.md)"
+
+data-if-missing:
+	@test -f $(DATA_DIR)/dataset_dict.json || $(MAKE) --no-print-directory data
+
+bench: install ## Benchmarks vs vanilla TRL / naive code, one table of ratios
+	$(PY) benchmarks/run_all.py $(ARGS)
+
+reproduce: install ## The small-scale AlphaDrive reproduction study (~30-45 min on 2 CPU cores)
+	$(PY) benchmarks/reproduce.py $(ARGS)
+
+closed-loop: install ## Closed-loop driving in highway-env: demo checkpoint vs expert/keep/random baselines
+	$(PY) -m alphadrive_trl.closed_loop compare --models expert keep random $(GRPO_OUTPUT) --episodes 3 --seed 0 --output-dir outputs/closed-loop $(ARGS)
+
+clean: ## Remove outputs and caches (keeps .venv and data)
+	rm -rf outputs .pytest_cache .ruff_cache .hypothesis

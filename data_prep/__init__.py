@@ -1,0 +1,1 @@
+"""Dataset builders: every source is converted into the canonical driving schema (see `alphadrive_trl.data`)."""

@@ -1,0 +1,194 @@
+"""Argument dataclasses for the driving entry points, read by `trl.TrlParser` from a recipe YAML + CLI flags.
+
+TRL's own `SFTConfig`, `GRPOConfig` and `ModelConfig` carry the trainer and model settings; the classes here add only
+what driving needs (which data, which prompt, how many pixels per image, which rewards). Every field documents its
+default and why.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from trl import GRPOConfig, ScriptArguments, SFTConfig
+
+DRIVING_CONFIG_NAME = "alphadrive_config.json"
+
+
+@dataclass
+class DrivingScriptArguments(ScriptArguments):
+    """Which driving data to train on and how a row becomes a prompt.
+
+    `dataset_name` (inherited) is a `save_to_disk` directory, a parquet/JSONL file or folder, or a Hub dataset name.
+    """
+
+    prompt_template: str = field(
+        default="default",
+        metadata={
+            "help": "Name of the prompt template in `alphadrive_trl.prompts.PROMPT_TEMPLATES`. `default` asks for a "
+            "meta-action plan; `trajectory` also asks for 6 waypoints. Evaluation reuses the name saved with the "
+            "checkpoint so training and evaluation build identical prompts."
+        },
+    )
+    min_pixels: int | None = field(
+        default=None,
+        metadata={"help": "Lower pixel budget per image (Qwen-VL `min_pixels`); None keeps the processor's value."},
+    )
+    max_pixels: int | None = field(
+        default=None,
+        metadata={
+            "help": "Upper pixel budget per image (Qwen-VL `max_pixels`; the paper uses 401408). Bounds visual "
+            "tokens, and so memory, per image. None keeps the processor's value."
+        },
+    )
+    max_images: int | None = field(
+        default=None,
+        metadata={
+            "help": "Keep at most this many images per sample (front camera first, then history frames and other "
+            "cameras in `image_roles` order). None keeps all."
+        },
+    )
+    stage: str | None = field(
+        default=None,
+        metadata={
+            "help": "`sft` or `grpo` takes the matching disjoint part of the train split (the paper warms up on a "
+            "fraction of the data and runs RL on the rest); None uses the whole train split."
+        },
+    )
+    sft_fraction: float = field(
+        default=0.2,
+        metadata={"help": "Share of the train split used for the SFT warm-up when `stage` is set (paper: 0.2-0.3)."},
+    )
+    split_seed: int = field(
+        default=42, metadata={"help": "Seed of the SFT/GRPO split; both stages must use the same value."}
+    )
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Truncate the training data (after the stage split); for quick runs."}
+    )
+    max_eval_samples: int | None = field(
+        default=None, metadata={"help": "Truncate the evaluation data; for quick runs."}
+    )
+    validate_dataset: bool = field(
+        default=True,
+        metadata={"help": "Check every row against the schema before training; errors name the row and field."},
+    )
+
+    def __post_init__(self):
+        if self.stage not in (None, "sft", "grpo"):
+            raise ValueError(f"`stage` must be 'sft', 'grpo' or null, got {self.stage!r}.")
+        if not 0.0 < self.sft_fraction < 1.0:
+            raise ValueError(f"`sft_fraction` must be strictly between 0 and 1, got {self.sft_fraction}.")
+        for name in ("min_pixels", "max_pixels", "max_images"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"`{name}` must be positive or null, got {value}.")
+        if self.min_pixels and self.max_pixels and self.min_pixels > self.max_pixels:
+            raise ValueError(f"`min_pixels` ({self.min_pixels}) is larger than `max_pixels` ({self.max_pixels}).")
+
+
+@dataclass
+class DrivingSFTConfig(SFTConfig):
+    """`trl.SFTConfig` plus generation-based driving metrics during evaluation."""
+
+    eval_generation_steps: int = field(
+        default=0,
+        metadata={
+            "help": "Every N training steps, generate answers for `eval_generation_samples` rows of the eval split "
+            "and log parse rate and planning accuracy (`eval_planning_accuracy`, ...). 0 disables it."
+        },
+    )
+    eval_generation_samples: int = field(
+        default=64, metadata={"help": "How many eval rows the generation metrics use (greedy decoding)."}
+    )
+    eval_max_new_tokens: int = field(
+        default=128, metadata={"help": "Generation length for the driving eval metrics."}
+    )
+
+
+@dataclass
+class DrivingGRPOConfig(GRPOConfig):
+    """`trl.GRPOConfig` plus the driving rewards, named through the registry in `alphadrive_trl.rewards`."""
+
+    reward_funcs: list[str] = field(
+        default_factory=lambda: ["speed_planning", "path_planning", "format"],
+        metadata={
+            "help": "Reward names from `alphadrive_trl.rewards.REWARD_REGISTRY`, summed with `reward_weights`. "
+            "Default: the AlphaDrive set (per-axis accuracy x action weight x diversity, plus format)."
+        },
+    )
+    diversity_mode: str = field(
+        default="paper",
+        metadata={
+            "help": "`paper`: multiply by 1 - min(cap, share of the group choosing the same word); `release`: the "
+            "published code's additive +/- weight; `none`: no diversity term. Applies to the planning rewards."
+        },
+    )
+    diversity_cap: float = field(default=0.2, metadata={"help": "Cap of the paper-mode diversity penalty."})
+    diversity_weight: float = field(default=0.4, metadata={"help": "The +/- bonus of the release-mode diversity."})
+    speed_action_weights: dict[str, float] | str | None = field(
+        default=None,
+        metadata={
+            "help": "Per-action weights on the SPEED axis (dict or JSON string); None uses the AlphaDrive defaults "
+            "(ACCELERATE 0.9, DECELERATE 1.0, STOP 1.0, KEEP 0.8)."
+        },
+    )
+    path_action_weights: dict[str, float] | str | None = field(
+        default=None,
+        metadata={
+            "help": "Per-action weights on the PATH axis (dict or JSON string); None uses the defaults (turns and "
+            "lane changes 1.0, STRAIGHT 0.8)."
+        },
+    )
+    trajectory_scale: float = field(
+        default=2.0,
+        metadata={"help": "Metres of ADE at which `trajectory_accuracy` falls to 1/e (trajectory mode only)."},
+    )
+
+    def __post_init__(self):
+        if self.diversity_mode not in ("paper", "release", "none"):
+            raise ValueError(f"`diversity_mode` must be 'paper', 'release' or 'none', got {self.diversity_mode!r}.")
+        if isinstance(self.reward_funcs, str):
+            self.reward_funcs = [name.strip() for name in self.reward_funcs.split(",") if name.strip()]
+        for name in ("speed_action_weights", "path_action_weights"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                try:
+                    setattr(self, name, json.loads(value))
+                except json.JSONDecodeError as err:
+                    raise ValueError(f"`{name}` must be a dict or a JSON object string, got {value!r}.") from err
+        super().__post_init__()
+
+    def reward_options(self) -> dict[str, Any]:
+        """Keyword options for `alphadrive_trl.rewards.get_reward_funcs`."""
+        return {
+            "diversity": self.diversity_mode,
+            "diversity_cap": self.diversity_cap,
+            "diversity_weight": self.diversity_weight,
+            "speed_weights": self.speed_action_weights,
+            "path_weights": self.path_action_weights,
+            "trajectory_scale": self.trajectory_scale,
+        }
+
+
+def save_driving_config(output_dir: str, script_args: DrivingScriptArguments) -> str:
+    """Write the data/prompt settings next to a checkpoint so evaluation rebuilds the same prompts."""
+    os.makedirs(output_dir, exist_ok=True)
+    path = os.path.join(output_dir, DRIVING_CONFIG_NAME)
+    keep = ("prompt_template", "min_pixels", "max_pixels", "max_images")
+    payload = {k: v for k, v in asdict(script_args).items() if k in keep}
+    with open(path, "w") as f:
+        json.dump(payload, f, indent=2)
+    return path
+
+
+def load_driving_config(model_dir: str) -> dict[str, Any]:
+    """Read the settings saved by `save_driving_config`; `{}` when the checkpoint has none (e.g. a Hub model)."""
+    path = os.path.join(model_dir, DRIVING_CONFIG_NAME)
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        payload = json.load(f)
+    known = {f.name for f in fields(DrivingScriptArguments)}
+    return {k: v for k, v in payload.items() if k in known}
