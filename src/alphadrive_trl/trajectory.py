@@ -51,13 +51,14 @@ DEFAULT_MAX_ACCEL = 10.0
 
 L2_METRIC_NAMES: tuple[str, ...] = ("l2_1s", "l2_2s", "l2_3s", "ade", "fde")
 
-_TRAJECTORY_BLOCK = re.compile(r"<trajectory>(.*?)</trajectory>", re.DOTALL | re.IGNORECASE)
 _OPEN_TRAJECTORY = re.compile(r"<trajectory>", re.IGNORECASE)
+_CLOSE_TRAJECTORY = re.compile(r"</trajectory>", re.IGNORECASE)
 _NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)"
 _PAIR = re.compile(rf"[\[(]\s*({_NUMBER})\s*[,;]\s*({_NUMBER})\s*[\])]")
 # The canonical pair written by `format_trajectory`: one decimal, no spaces.
 _STRICT_PAIR = r"\[-?\d+\.\d,-?\d+\.\d\]"
 _STRICT_BLOCK_CONTENT = re.compile(rf"\s*{_STRICT_PAIR}(?: {_STRICT_PAIR}){{{TRAJECTORY_HORIZON - 1}}}\s*")
+_COMPLETION_TAGS = ("think", "answer", "trajectory")
 _TRAJECTORY_COMPLETION = re.compile(
     r"^\s*<think>.*?</think>\s*<answer>.*?</answer>\s*<trajectory>(.*?)</trajectory>\s*$",
     re.DOTALL | re.IGNORECASE,
@@ -92,16 +93,19 @@ def format_trajectory(waypoints: Any) -> str:
 
 
 def extract_trajectory_block(text: Any) -> str | None:
-    """Content of the last closed `<trajectory>` block; else what follows the last unclosed opening tag; else `None`."""
+    """Content of the last `<trajectory>` block, or `None` when there is none.
+
+    The block starts at the last opening tag and ends at the next closing tag, or at the end of the text when the
+    generation was cut before the closing tag.
+    """
     if not isinstance(text, str):
         return None
-    blocks = _TRAJECTORY_BLOCK.findall(text)
-    if blocks:
-        return blocks[-1]
     opens = list(_OPEN_TRAJECTORY.finditer(text))
-    if opens:
-        return text[opens[-1].end() :]
-    return None
+    if not opens:
+        return None
+    rest = text[opens[-1].end() :]
+    close = _CLOSE_TRAJECTORY.search(rest)
+    return rest[: close.start()] if close else rest
 
 
 def parse_trajectory(text: Any) -> np.ndarray | None:
@@ -267,7 +271,8 @@ def is_trajectory_format(text: Any, strict: bool = False) -> bool:
     """Format check for trajectory-mode completions. Never raises.
 
     True when the whole completion (surrounding whitespace aside) is `<think>…</think> <answer>…</answer>
-    <trajectory>…</trajectory>` and nothing else, and the trajectory block parses to 6 waypoints. With `strict=True`
+    <trajectory>…</trajectory>` and nothing else (one block of each), and the trajectory block parses to 6
+    waypoints. With `strict=True`
     the answer must also hold exactly one SPEED and one PATH word and the block must be in the canonical form of
     `format_trajectory` (`[x,y]` pairs, one decimal, one space apart).
 
@@ -284,8 +289,9 @@ def is_trajectory_format(text: Any, strict: bool = False) -> bool:
         match = _TRAJECTORY_COMPLETION.match(text)
         if match is None or parse_trajectory(text) is None:
             return False
-        # Only one trajectory block: the regex is non-greedy, so a second block would sit inside this one.
-        if len(_TRAJECTORY_BLOCK.findall(text)) != 1 or len(_OPEN_TRAJECTORY.findall(text)) != 1:
+        # One block of each kind: the regex is non-greedy, so a repeated block would hide inside another one.
+        lowered = text.lower()
+        if any(lowered.count(f"<{tag}>") != 1 or lowered.count(f"</{tag}>") != 1 for tag in _COMPLETION_TAGS):
             return False
         if strict:
             return parse_answer_strict(text) is not None and bool(_STRICT_BLOCK_CONTENT.fullmatch(match.group(1)))
