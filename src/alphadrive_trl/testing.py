@@ -1,0 +1,374 @@
+"""Tiny random Qwen-VL models + processors, built fully offline, for tests, the CPU demo and CI.
+
+The models are real instances of the transformers classes the real recipes train (`Qwen2VLForConditionalGeneration`,
+`Qwen2_5_VLForConditionalGeneration`, `Qwen3VLForConditionalGeneration`), only small: a few hundred thousand
+parameters, a ~500-token byte-level BPE tokenizer trained here on driving text, Qwen's special tokens, TRL's shipped
+Qwen-VL chat templates, and an image budget of ~16 visual tokens per image. Everything downstream (`from_pretrained`,
+`AutoProcessor`, TRL's trainers, template detection) treats them exactly like the Hub checkpoints.
+
+Two presets:
+
+- `tiny` (tests): text hidden 64, 2 layers, vision hidden 32. Builds in well under a second.
+- `demo` (the CPU demo): text hidden 128, 4 layers, vision hidden 64. Large enough to learn the synthetic driving task
+  from scratch on CPU in about a minute.
+
+Example:
+    >>> from alphadrive_trl.testing import build_tiny_model
+    >>> model, processor = build_tiny_model("qwen2_5_vl", "outputs/tiny-qwen2_5_vl", seed=0)
+    >>> type(model).__name__
+    'Qwen2_5_VLForConditionalGeneration'
+
+CLI: `python -m alphadrive_trl.testing --arch qwen2_5_vl --output-dir outputs/tiny-qwen2_5_vl-init --preset demo`
+(also installed as `alphadrive-tiny-model`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass, fields, replace
+
+import torch
+from tokenizers import AddedToken, Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
+from transformers import (
+    AutoModelForImageTextToText,
+    GenerationConfig,
+    Qwen2_5_VLConfig,
+    Qwen2_5_VLProcessor,
+    Qwen2Tokenizer,
+    Qwen2VLConfig,
+    Qwen2VLImageProcessor,
+    Qwen2VLProcessor,
+    Qwen2VLVideoProcessor,
+    Qwen3VLConfig,
+    Qwen3VLProcessor,
+    Qwen3VLVideoProcessor,
+)
+from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
+from trl.chat_template_utils import qwen2_5_vl_chat_template, qwen3_vl_chat_template
+
+from .actions import PATH_ACTIONS, SPEED_ACTIONS
+
+logger = logging.getLogger(__name__)
+
+ARCHITECTURES: tuple[str, ...] = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
+
+# Qwen's special tokens, in the order the real tokenizers list them after `<|endoftext|>`.
+QWEN_SPECIAL_TOKENS: tuple[str, ...] = (
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+)
+# Plain (non-special) single tokens: the output tags and the action words. One token per tag/word lets a tiny model
+# learn the answer format in a few steps, and decoding keeps them (they are not skipped as special tokens).
+PLAIN_TOKENS: tuple[str, ...] = ("<think>", "</think>", "<answer>", "</answer>", *SPEED_ACTIONS, *PATH_ACTIONS)
+
+# A few driving sentences so the BPE merges cover the words prompts and reasoning use.
+DRIVING_CORPUS: tuple[str, ...] = (
+    "The ego vehicle is driving at 8.5 m/s on a two-lane road.",
+    "Navigation: go straight. Navigation: turn left at the next intersection. Navigation: turn right.",
+    "Navigation: change to the left lane. Navigation: change to the right lane. Navigation: keep lane.",
+    "The traffic light ahead is red, so the ego vehicle must stop before the stop line.",
+    "The traffic light is green and the road ahead is clear, so keep the current speed.",
+    "The traffic light is yellow; decelerate and prepare to stop.",
+    "A lead vehicle is close ahead in the same lane, so decelerate to keep a safe gap.",
+    "The lead car is far away and the speed is below the limit, so accelerate.",
+    "A pedestrian is crossing the road in front of the car; stop and yield.",
+    "The junction is coming up; slow down and turn left as the route requires.",
+    "The right lane is free, so change to the right lane and keep going straight.",
+    "There is no vehicle nearby; maintain speed and go straight along the lane.",
+    "The vehicle in front is braking; reduce speed.",
+    "Front camera, previous frame, left camera, right camera.",
+    "You are a driving assistant. Look at the front camera image and plan the next 3 seconds.",
+    "Ego speed: 12.0 m/s. Speed options: KEEP, ACCELERATE, DECELERATE, STOP.",
+    "Path options: STRAIGHT, RIGHT_CHANGE, LEFT_CHANGE, RIGHT_TURN, LEFT_TURN.",
+    "Answer in the format <think> reasoning </think> <answer> SPEED, PATH </answer>.",
+    "<think> The light is red. </think> <answer> STOP, STRAIGHT </answer>",
+    "<think> The road is clear and the route turns left. </think> <answer> KEEP, LEFT_TURN </answer>",
+    "0 1 2 3 4 5 6 7 8 9 . , : ; ( ) [ ] - m/s metres seconds waypoints trajectory x forward y left",
+    "You are a helpful assistant.",
+)
+
+
+@dataclass(frozen=True)
+class TinyModelSize:
+    """Sizes of a tiny Qwen-VL model. Override any field through `build_tiny_model(**overrides)`."""
+
+    hidden_size: int = 64
+    intermediate_size: int = 128
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 2
+    head_dim: int = 16
+    vision_hidden_size: int = 32
+    vision_intermediate_size: int = 64
+    vision_depth: int = 2
+    vision_num_heads: int = 2
+    tokenizer_vocab_size: int = 512
+    max_position_embeddings: int = 4096
+
+
+PRESETS: dict[str, TinyModelSize] = {
+    "tiny": TinyModelSize(),
+    "demo": TinyModelSize(
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=4,
+        num_attention_heads=8,
+        num_key_value_heads=4,
+        head_dim=16,
+        vision_hidden_size=64,
+        vision_intermediate_size=128,
+        vision_depth=2,
+        vision_num_heads=4,
+    ),
+}
+
+
+def _prompt_corpus() -> list[str]:
+    """The wording of `alphadrive_trl.prompts` (when present), so its words become few tokens."""
+    try:
+        from . import prompts
+    except ImportError:
+        return []
+    row = {
+        "sample_id": "corpus",
+        "images": [None, None],
+        "image_roles": ["front", "front_t-1"],
+        "ego_speed": 8.5,
+        "navigation": "turn left at the next intersection",
+        "speed_action": "DECELERATE",
+        "path_action": "LEFT_TURN",
+        "reasoning": "A lead vehicle is close ahead.",
+        "feasible_actions": None,
+        "trajectory": [[1.0, 0.0], [2.0, 0.1], [3.0, 0.3], [4.0, 0.6], [5.0, 1.0], [6.0, 1.5]],
+        "source": "synthetic",
+    }
+    texts: list[str] = []
+    for name in sorted(getattr(prompts, "PROMPT_TEMPLATES", {})):
+        try:  # the prompts module is optional here: a template it cannot render simply adds no text
+            messages = prompts.build_prompt(row, name) + prompts.build_completion(row, name)
+        except Exception:  # noqa: BLE001
+            continue
+        for message in messages:
+            content = message.get("content")
+            parts = content if isinstance(content, list) else [{"type": "text", "text": content}]
+            texts.extend(part["text"] for part in parts if isinstance(part, dict) and part.get("text"))
+    return texts
+
+
+def build_tokenizer(vocab_size: int = 512, extra_corpus: list[str] | None = None) -> Qwen2Tokenizer:
+    """Train a byte-level BPE tokenizer with Qwen2's pre-tokenizer and wrap it as a `Qwen2Tokenizer`.
+
+    Deterministic: the corpus and the trainer settings are fixed, so the same vocabulary comes out every time.
+    """
+    corpus = list(DRIVING_CORPUS) + _prompt_corpus() + list(extra_corpus or []) + [" ".join(PLAIN_TOKENS)]
+    bpe = Tokenizer(models.BPE())
+    bpe.normalizer = normalizers.NFC()
+    bpe.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    bpe.train_from_iterator(corpus, trainer=trainer)
+    state = json.loads(bpe.to_str())["model"]
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in state["merges"]]
+    tokenizer = Qwen2Tokenizer(
+        vocab=state["vocab"],
+        merges=merges,
+        unk_token=None,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        extra_special_tokens=list(QWEN_SPECIAL_TOKENS),
+        model_max_length=32768,
+        padding_side="right",
+    )
+    tokenizer.add_tokens([AddedToken(token, special=False, normalized=False) for token in PLAIN_TOKENS])
+    return tokenizer
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return (value + multiple - 1) // multiple * multiple
+
+
+def _mrope_section(arch: str, head_dim: int) -> list[int]:
+    """Split the rotary half-dimension over (time, height, width); must sum to head_dim / 2."""
+    half = head_dim // 2
+    temporal = half // 2 if arch == "qwen3_vl" else half // 4
+    height = (half - temporal) // 2
+    return [temporal, height, half - temporal - height]
+
+
+def build_config(arch: str, tokenizer: Qwen2Tokenizer, size: TinyModelSize):
+    """The transformers config of a tiny `arch` model whose token ids match `tokenizer`."""
+    ids = {name: tokenizer.convert_tokens_to_ids(name) for name in ("<|endoftext|>", "<|im_end|>")}
+    token_ids = {
+        "image_token_id": tokenizer.convert_tokens_to_ids("<|image_pad|>"),
+        "video_token_id": tokenizer.convert_tokens_to_ids("<|video_pad|>"),
+        "vision_start_token_id": tokenizer.convert_tokens_to_ids("<|vision_start|>"),
+        "vision_end_token_id": tokenizer.convert_tokens_to_ids("<|vision_end|>"),
+    }
+    rope = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": _mrope_section(arch, size.head_dim)}
+    text = {
+        "vocab_size": _round_up(len(tokenizer), 64),
+        "hidden_size": size.hidden_size,
+        "intermediate_size": size.intermediate_size,
+        "num_hidden_layers": size.num_hidden_layers,
+        "num_attention_heads": size.num_attention_heads,
+        "num_key_value_heads": size.num_key_value_heads,
+        "max_position_embeddings": size.max_position_embeddings,
+        "bos_token_id": ids["<|endoftext|>"],
+        "eos_token_id": ids["<|im_end|>"],
+        "pad_token_id": ids["<|endoftext|>"],
+    }
+    vision = {"depth": size.vision_depth, "num_heads": size.vision_num_heads, "spatial_merge_size": 2}
+    if arch == "qwen2_vl":
+        if size.hidden_size != size.num_attention_heads * size.head_dim:
+            raise ValueError("qwen2_vl derives head_dim from hidden_size / num_attention_heads; make them agree.")
+        vision.update(
+            embed_dim=size.vision_hidden_size,
+            hidden_size=size.hidden_size,
+            mlp_ratio=size.vision_intermediate_size // size.vision_hidden_size,
+            patch_size=14,
+        )
+        return Qwen2VLConfig(text_config={**text, "rope_parameters": rope}, vision_config=vision, **token_ids)
+    if arch == "qwen2_5_vl":
+        if size.hidden_size != size.num_attention_heads * size.head_dim:
+            raise ValueError("qwen2_5_vl derives head_dim from hidden_size / num_attention_heads; make them agree.")
+        vision.update(
+            hidden_size=size.vision_hidden_size,
+            intermediate_size=size.vision_intermediate_size,
+            out_hidden_size=size.hidden_size,
+            fullatt_block_indexes=[size.vision_depth - 1],
+            patch_size=14,
+            window_size=112,
+        )
+        return Qwen2_5_VLConfig(text_config={**text, "rope_parameters": rope}, vision_config=vision, **token_ids)
+    if arch == "qwen3_vl":
+        vision.update(
+            hidden_size=size.vision_hidden_size,
+            intermediate_size=size.vision_intermediate_size,
+            out_hidden_size=size.hidden_size,
+            deepstack_visual_indexes=[0],
+            num_position_embeddings=144,
+            patch_size=16,
+        )
+        text.update(head_dim=size.head_dim, rope_parameters={**rope, "mrope_interleaved": True})
+        return Qwen3VLConfig(text_config=text, vision_config=vision, **token_ids)
+    raise ValueError(f"Unknown arch {arch!r}; choose one of {', '.join(ARCHITECTURES)}.")
+
+
+def build_processor(arch: str, tokenizer: Qwen2Tokenizer):
+    """The Qwen-VL processor of `arch` with a small image budget: 4 to 16 visual tokens per image."""
+    patch = 16 if arch == "qwen3_vl" else 14
+    mean, std = ([0.5] * 3, [0.5] * 3) if arch == "qwen3_vl" else (OPENAI_CLIP_MEAN, OPENAI_CLIP_STD)
+    # One visual token covers a (2·patch)² square after the 2×2 merge: 2×2 to 4×4 tokens per image.
+    budget = {"shortest_edge": (2 * 2 * patch) ** 2, "longest_edge": (4 * 2 * patch) ** 2}
+    vision_kwargs = {"patch_size": patch, "merge_size": 2, "temporal_patch_size": 2, "image_mean": mean}
+    vision_kwargs["image_std"] = std
+    image_processor = Qwen2VLImageProcessor(size=budget, **vision_kwargs)
+    if arch == "qwen3_vl":
+        video_processor = Qwen3VLVideoProcessor(size=budget, **vision_kwargs)
+        return Qwen3VLProcessor(image_processor, tokenizer, video_processor, chat_template=qwen3_vl_chat_template)
+    video_processor = Qwen2VLVideoProcessor(size=budget, **vision_kwargs)
+    processor_class = Qwen2VLProcessor if arch == "qwen2_vl" else Qwen2_5_VLProcessor
+    # TRL ships one template for both Qwen2-VL and Qwen2.5-VL (the Hub checkpoints use the same text).
+    return processor_class(image_processor, tokenizer, video_processor, chat_template=qwen2_5_vl_chat_template)
+
+
+def build_tiny_model(
+    arch: str = "qwen2_5_vl",
+    output_dir: str | None = None,
+    *,
+    seed: int = 0,
+    preset: str = "tiny",
+    **overrides,
+):
+    """Build a tiny random `arch` model and its processor; save both to `output_dir` when given.
+
+    Args:
+        arch: `qwen2_vl`, `qwen2_5_vl` or `qwen3_vl`.
+        output_dir: Where to `save_pretrained` model + processor (reload with `AutoModelForImageTextToText` and
+            `AutoProcessor`, offline). None keeps them in memory only.
+        seed: Weight initialisation seed; the same seed gives identical weights.
+        preset: `tiny` (tests) or `demo` (the CPU demo, learns the synthetic task).
+        **overrides: Any `TinyModelSize` field, e.g. `num_hidden_layers=1`.
+
+    Returns:
+        `(model, processor)`.
+    """
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"Unknown arch {arch!r}; choose one of {', '.join(ARCHITECTURES)}.")
+    if preset not in PRESETS:
+        raise ValueError(f"Unknown preset {preset!r}; choose one of {', '.join(PRESETS)}.")
+    valid = {f.name for f in fields(TinyModelSize)}
+    unknown = sorted(set(overrides) - valid)
+    if unknown:
+        raise TypeError(f"Unknown size override(s) {unknown}; valid: {sorted(valid)}.")
+    size = replace(PRESETS[preset], **overrides)
+
+    tokenizer = build_tokenizer(size.tokenizer_vocab_size)
+    processor = build_processor(arch, tokenizer)
+    config = build_config(arch, tokenizer, size)
+    # Seed a private generator state only: building a model must not change the caller's random stream.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = AutoModelForImageTextToText.from_config(config, dtype=torch.float32)
+    endoftext, im_end = tokenizer.convert_tokens_to_ids(["<|endoftext|>", "<|im_end|>"])
+    model.generation_config = GenerationConfig(
+        bos_token_id=endoftext, eos_token_id=[im_end, endoftext], pad_token_id=endoftext, do_sample=False
+    )
+    model.eval()
+    if output_dir is not None:
+        model.save_pretrained(output_dir)
+        processor.save_pretrained(output_dir)
+        with open(os.path.join(output_dir, "tiny_model.json"), "w") as f:
+            json.dump({"arch": arch, "preset": preset, "seed": seed, **asdict(size)}, f, indent=2)
+    return model, processor
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="alphadrive-tiny-model",
+        description="Build a tiny random Qwen-VL model + processor offline and save it with save_pretrained. "
+        "Reload with AutoModelForImageTextToText.from_pretrained(DIR) and AutoProcessor.from_pretrained(DIR).",
+    )
+    parser.add_argument("--arch", choices=ARCHITECTURES, default="qwen2_5_vl", help="Model family to build.")
+    parser.add_argument("--output-dir", required=True, help="Directory to write the model and processor to.")
+    parser.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default="tiny",
+        help="`tiny`: hidden 64, 2 layers (tests). `demo`: hidden 128, 4 layers (learns the CPU demo task).",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="Weight initialisation seed (default 0).")
+    args = parser.parse_args(argv)
+    model, _ = build_tiny_model(args.arch, args.output_dir, seed=args.seed, preset=args.preset)
+    n_params = sum(p.numel() for p in model.parameters())
+    print(
+        f"Wrote {type(model).__name__} ({n_params / 1e6:.2f} M parameters, preset {args.preset}) to {args.output_dir}"
+    )
+
+
+if __name__ == "__main__":
+    main()
