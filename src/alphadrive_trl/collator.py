@@ -27,6 +27,8 @@ from typing import Any
 
 from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
+from .data import apply_image_budget
+
 IGNORE_INDEX = -100
 # Tokens that stand for pixels or frame them; they are never a training target.
 VISION_TOKENS: tuple[str, ...] = (
@@ -77,8 +79,6 @@ class MultiImageCollator(DataCollatorForVisionLanguageModeling):
 
     def __post_init__(self):
         if self.min_pixels is not None or self.max_pixels is not None:
-            from .data import apply_image_budget
-
             apply_image_budget(self.processor, min_pixels=self.min_pixels, max_pixels=self.max_pixels)
         tokenizer = getattr(self.processor, "tokenizer", self.processor)
         vocab = tokenizer.get_vocab()
