@@ -1,0 +1,348 @@
+"""Tests for `alphadrive_trl.evaluation`: hand-computed metrics, report files, compare table, end-to-end generate."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import pytest
+
+from alphadrive_trl.evaluation import (
+    compare_runs,
+    compute_metrics,
+    f1_from_counts,
+    legacy_match,
+    main,
+    meta_action_metrics,
+    read_predictions,
+    sampling_metrics,
+    score_predictions,
+    write_report,
+)
+
+
+def _record(sample_id, completion, speed, path, **extra):
+    return {"sample_id": sample_id, "completion": completion, "speed_action": speed, "path_action": path, **extra}
+
+
+# Six answers, one per failure mode. Strict parse / legacy substring / format per record:
+#   a correct                                  -> (KEEP, STRAIGHT)       legacy yes  format yes
+#   b wrong speed                              -> (DECELERATE, STRAIGHT) legacy no   format yes
+#   c multi-word hedge (two SPEED words)       -> None                   legacy yes  format no (no <think>)
+#   d no answer block                          -> None                   legacy yes  format no
+#   e "STOP" only inside "STOPPED" (reasoning) -> (KEEP, LEFT_CHANGE)    legacy yes  format yes
+#   f lower-case answer                        -> (KEEP, STRAIGHT)       legacy no   format yes
+META_RECORDS = [
+    _record("a", "<think> clear road </think> <answer> KEEP, STRAIGHT </answer>", "KEEP", "STRAIGHT"),
+    _record("b", "<think> red light </think> <answer> DECELERATE, STRAIGHT </answer>", "STOP", "STRAIGHT"),
+    _record("c", "<answer> KEEP, DECELERATE, LEFT_TURN </answer>", "DECELERATE", "LEFT_TURN"),
+    _record("d", "I would ACCELERATE and do a RIGHT_CHANGE", "ACCELERATE", "RIGHT_CHANGE"),
+    _record(
+        "e",
+        "<think> The STOPPED bus blocks the lane </think> <answer> KEEP, LEFT_CHANGE </answer>",
+        "STOP",
+        "LEFT_CHANGE",
+    ),
+    _record("f", "<think> ok </think> <answer> keep, straight </answer>", "KEEP", "STRAIGHT"),
+]
+
+
+def test_headline_metrics_hand_computed():
+    m = compute_metrics(META_RECORDS)
+    assert m["num_samples"] == 6
+    assert m["mode"] == "meta_action"
+    assert m["planning_accuracy"] == pytest.approx(100 * 2 / 6)  # a, f
+    assert m["speed_accuracy"] == pytest.approx(100 * 2 / 6)  # a, f
+    assert m["path_accuracy"] == pytest.approx(100 * 4 / 6)  # a, b, e, f
+    assert m["legacy_planning_accuracy"] == pytest.approx(100 * 4 / 6)  # a, c, d, e
+    assert m["parse_rate"] == pytest.approx(100 * 4 / 6)  # a, b, e, f
+    assert m["format_rate"] == pytest.approx(100 * 4 / 6)  # a, b, e, f
+    assert "mean_distinct_plans" not in m and "l2_1s" not in m
+
+
+def test_per_class_f1_hand_computed():
+    m = compute_metrics(META_RECORDS)
+    f1 = m["per_class_f1"]
+    assert set(f1) == {"KEEP", "ACCELERATE", "DECELERATE", "STOP"} | {
+        "STRAIGHT",
+        "RIGHT_CHANGE",
+        "LEFT_CHANGE",
+        "RIGHT_TURN",
+        "LEFT_TURN",
+    }
+    # KEEP: TP a, f; FP e (GT STOP); FN none -> 2*2 / (2*2 + 1) = 0.8.
+    assert f1["KEEP"] == pytest.approx(80.0)
+    # STOP: FN b, e (an unparsable answer or another word is a miss); no TP -> 0.
+    assert f1["STOP"] == 0.0
+    # DECELERATE: FP b, FN c (the hedge is unparsable: a miss, not a hit) -> 0.
+    assert f1["DECELERATE"] == 0.0
+    assert f1["ACCELERATE"] == 0.0
+    # STRAIGHT: TP a, b, f -> 1. LEFT_CHANGE: TP e -> 1.
+    assert f1["STRAIGHT"] == 100.0 and f1["LEFT_CHANGE"] == 100.0
+    assert f1["LEFT_TURN"] == 0.0 and f1["RIGHT_CHANGE"] == 0.0
+    # RIGHT_TURN: no support and never predicted -> defined as 0.
+    assert f1["RIGHT_TURN"] == 0.0 and m["class_support"]["RIGHT_TURN"] == 0
+    assert m["macro_f1_speed"] == pytest.approx(80.0 / 4)
+    assert m["macro_f1_path"] == pytest.approx(200.0 / 5)
+    assert m["confusion"]["speed"]["STOP"] == {"KEEP": 1, "ACCELERATE": 0, "DECELERATE": 1, "STOP": 0, "UNPARSED": 0}
+    assert m["confusion"]["path"]["LEFT_TURN"]["UNPARSED"] == 1
+
+
+def test_combination_accuracy_covers_all_20_pairs():
+    m = compute_metrics(META_RECORDS)
+    combos = m["combination_accuracy"]
+    assert len(combos) == 20
+    assert combos["KEEP, STRAIGHT"] == 100.0
+    assert combos["STOP, STRAIGHT"] == 0.0
+    assert combos["DECELERATE, LEFT_TURN"] == 0.0
+    assert combos["STOP, LEFT_CHANGE"] == 0.0
+    assert combos["ACCELERATE, LEFT_TURN"] is None  # no support: undefined, not 0
+    assert m["combination_support"]["KEEP, STRAIGHT"] == 2
+    assert sum(m["combination_support"].values()) == 6
+
+
+def test_legacy_match_is_the_published_substring_check():
+    assert legacy_match("<answer> KEEP, DECELERATE, STRAIGHT </answer>", "KEEP", "STRAIGHT")  # hedge counts
+    assert legacy_match("<think> STOPPED car </think><answer> KEEP, STRAIGHT </answer>", "STOP", "STRAIGHT")
+    assert not legacy_match("<answer> keep, straight </answer>", "KEEP", "STRAIGHT")  # case-sensitive
+    assert not legacy_match("<answer> KEEP </answer>", "KEEP", "STRAIGHT")
+
+
+def test_f1_from_counts():
+    assert f1_from_counts(0, 0, 0) == 0.0
+    assert f1_from_counts(1, 1, 0) == pytest.approx(200 / 3)
+    assert f1_from_counts(3, 0, 0) == 100.0
+
+
+def test_meta_action_metrics_rejects_misaligned_lists():
+    with pytest.raises(ValueError, match="2 ground-truth plans but 1 predictions"):
+        meta_action_metrics([("KEEP", "STRAIGHT")] * 2, [None])
+
+
+SAMPLED_RECORDS = [
+    # 3 distinct plans, 2 of 4 samples feasible, finds 2 of 3 feasible plans, GT found.
+    _record(
+        "s1",
+        "<think> a </think> <answer> KEEP, STRAIGHT </answer>",
+        "KEEP",
+        "STRAIGHT",
+        completions=[
+            "<answer> KEEP, STRAIGHT </answer>",
+            "<answer> DECELERATE, STRAIGHT </answer>",
+            "<answer> STOP, STRAIGHT </answer>",
+            "garbage",
+        ],
+        feasible_actions=["KEEP, STRAIGHT", "DECELERATE, STRAIGHT", "KEEP, LEFT_CHANGE"],
+    ),
+    # GT not listed in feasible_actions: the feasible set is {DECELERATE/STRAIGHT, STOP/STRAIGHT}.
+    _record(
+        "s2",
+        "<answer> DECELERATE, STRAIGHT </answer>",
+        "STOP",
+        "STRAIGHT",
+        completions=["<answer> DECELERATE, STRAIGHT </answer>"] * 4,
+        feasible_actions=["DECELERATE, STRAIGHT"],
+    ),
+    # No feasible_actions: counts for distinct plans and best-of-K only.
+    _record(
+        "s3",
+        "<answer> KEEP, RIGHT_TURN </answer>",
+        "KEEP",
+        "RIGHT_TURN",
+        completions=[
+            "<answer> KEEP, RIGHT_TURN </answer>",
+            "<answer> KEEP, RIGHT_TURN </answer>",
+            "<answer> KEEP, KEEP </answer>",
+            "<answer> ACCELERATE, RIGHT_TURN </answer>",
+        ],
+        feasible_actions=None,
+    ),
+]
+
+
+def test_sampling_metrics_hand_computed():
+    m = compute_metrics(SAMPLED_RECORDS)
+    assert m["num_sampled_scenes"] == 3 and m["samples_per_scene"] == 4
+    assert m["mean_distinct_plans"] == pytest.approx((3 + 1 + 2) / 3)
+    assert m["distinct_plans_histogram"] == {"1": 1, "2": 1, "3": 1}
+    assert m["feasible_rate"] == pytest.approx(100 * (2 + 4) / 8)
+    assert m["feasible_coverage"] == pytest.approx(100 * (2 / 3 + 1 / 2) / 2)
+    assert m["best_of_k_accuracy"] == pytest.approx(100 * 2 / 3)
+    # The headline accuracy still uses `completion` (the greedy answer).
+    assert m["planning_accuracy"] == pytest.approx(100 * 2 / 3)
+
+
+def test_sampling_metrics_absent_without_samples_and_none_without_feasible_sets():
+    assert sampling_metrics(META_RECORDS) == {}
+    no_feasible = [{**r, "feasible_actions": None} for r in SAMPLED_RECORDS]
+    m = sampling_metrics(no_feasible)
+    assert m["feasible_rate"] is None and m["feasible_coverage"] is None
+    assert m["mean_distinct_plans"] == pytest.approx(2.0)
+
+
+def _traj_text(points):
+    return "<trajectory> " + " ".join(f"[{x},{y}]" for x, y in points) + " </trajectory>"
+
+
+CRUISE = [[5, 0], [10, 0], [15, 0], [20, 0], [25, 0], [30, 0]]
+TRAJECTORY_RECORDS = [
+    # Every waypoint 1 m ahead of the expert; implies (KEEP, STRAIGHT) = GT = stated answer.
+    _record(
+        "t1",
+        "<think> free road </think> <answer> KEEP, STRAIGHT </answer> "
+        + _traj_text([[6, 0], [11, 0], [16, 0], [21, 0], [26, 0], [31, 0]]),
+        "KEEP",
+        "STRAIGHT",
+        trajectory=CRUISE,
+        ego_speed=10.0,
+    ),
+    # Expert stops; prediction cruises at 8 m/s: errors 0, 1, 3, 6, 10, 14 m; implies KEEP (stated STOP).
+    _record(
+        "t2",
+        "<think> red light </think> <answer> STOP, STRAIGHT </answer> "
+        + _traj_text([[4, 0], [8, 0], [12, 0], [16, 0], [20, 0], [24, 0]]),
+        "STOP",
+        "STRAIGHT",
+        trajectory=[[4, 0], [7, 0], [9, 0], [10, 0], [10, 0], [10, 0]],
+        ego_speed=8.0,
+    ),
+    # No trajectory in the answer: unparsed (out of the L2 means, a miss for the derived actions).
+    _record(
+        "t3",
+        "<think> slow car </think> <answer> DECELERATE, STRAIGHT </answer> <trajectory> </trajectory>",
+        "DECELERATE",
+        "STRAIGHT",
+        trajectory=[[4, 0], [8, 0], [11, 0], [14, 0], [16, 0], [18, 0]],
+        ego_speed=8.0,
+    ),
+]
+
+
+def test_trajectory_metrics_hand_computed():
+    m = compute_metrics(TRAJECTORY_RECORDS)
+    assert m["mode"] == "trajectory"
+    assert m["trajectory_num_samples"] == 3
+    assert m["trajectory_parse_rate"] == pytest.approx(100 * 2 / 3)
+    assert m["l2_1s"] == pytest.approx((1 + 1) / 2)
+    assert m["l2_2s"] == pytest.approx((1 + 6) / 2)
+    assert m["l2_3s"] == pytest.approx((1 + 14) / 2)
+    assert m["ade"] == pytest.approx((1 + 34 / 6) / 2)
+    assert m["fde"] == pytest.approx((1 + 14) / 2)
+    # Derived plans: t1 (KEEP, STRAIGHT) right, t2 (KEEP, STRAIGHT) wrong speed, t3 missing.
+    assert m["derived_planning_accuracy"] == pytest.approx(100 / 3)
+    assert m["derived_speed_accuracy"] == pytest.approx(100 / 3)
+    assert m["derived_path_accuracy"] == pytest.approx(200 / 3)
+    assert m["action_consistency_rate"] == pytest.approx(100 / 3)
+    # Trajectory format: t1 and t2 well formed, t3's block is empty.
+    assert m["format_rate"] == pytest.approx(200 / 3)
+    # The stated answers are all right.
+    assert m["planning_accuracy"] == 100.0
+
+
+def test_trajectory_metrics_off_in_meta_action_mode():
+    m = compute_metrics(TRAJECTORY_RECORDS, trajectory_mode=False)
+    assert m["mode"] == "meta_action" and "l2_1s" not in m
+    # Meta-action format: nothing may follow the answer block, so the trailing trajectory breaks it.
+    assert m["format_rate"] == 0.0
+    assert m["planning_accuracy"] == 100.0
+
+
+def test_bad_records_name_the_line_and_field(tmp_path):
+    path = tmp_path / "preds.jsonl"
+    good = json.dumps(META_RECORDS[0])
+    path.write_text(good + "\n" + json.dumps({**META_RECORDS[1], "speed_action": "FLY"}) + "\n")
+    with pytest.raises(ValueError, match=r"line 2 \(sample_id='b'\).*speed_action.*FLY"):
+        read_predictions(path)
+    path.write_text(good + "\n{not json\n")
+    with pytest.raises(ValueError, match="line 2: not valid JSON"):
+        read_predictions(path)
+    bad = dict(META_RECORDS[0])
+    del bad["completion"]
+    path.write_text(json.dumps(bad) + "\n")
+    with pytest.raises(ValueError, match="missing field `completion`"):
+        read_predictions(path)
+    with pytest.raises(FileNotFoundError):
+        read_predictions(tmp_path / "missing.jsonl")
+
+
+def _is_png(path):
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    width, height = struct.unpack(">II", data[16:24])
+    return width > 100 and height > 100
+
+
+def _write_jsonl(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def test_score_writes_metrics_report_and_plots(tmp_path):
+    preds = _write_jsonl(tmp_path / "preds.jsonl", META_RECORDS + SAMPLED_RECORDS)
+    out = tmp_path / "eval"
+    metrics = score_predictions(preds, out)
+    on_disk = json.loads((out / "metrics.json").read_text())
+    assert on_disk == json.loads(json.dumps(metrics))
+    assert on_disk["num_samples"] == 9
+    for name in ("confusion_speed.png", "confusion_path.png", "per_class_f1.png", "distinct_plans.png"):
+        assert _is_png(out / name)
+    assert not (out / "trajectory_overlay.png").exists()
+    report = (out / "report.md").read_text()
+    assert "| planning_accuracy |" in report and "![distinct plans](distinct_plans.png)" in report
+    assert "| speed | KEEP |" in report and "## First failures" in report
+    scored = [json.loads(line) for line in (out / "scored.jsonl").read_text().splitlines()]
+    assert [s["sample_id"] for s in scored] == [r["sample_id"] for r in META_RECORDS + SAMPLED_RECORDS]
+    assert scored[2] == {
+        "sample_id": "c",
+        "ground_truth": "DECELERATE, LEFT_TURN",
+        "predicted": None,
+        "correct": False,
+        "legacy_correct": True,
+    }
+
+
+def test_write_report_trajectory_overlay_without_images(tmp_path):
+    metrics = compute_metrics(TRAJECTORY_RECORDS)
+    report = write_report(metrics, TRAJECTORY_RECORDS, tmp_path)
+    assert _is_png(tmp_path / "trajectory_overlay.png")
+    text = report.read_text()
+    assert "## Trajectory (open loop)" in text and "| 1.00 | 3.50 | 7.50 | 3.33 | 7.50 |" in text
+
+
+def test_compare_table(tmp_path):
+    sft = _write_jsonl(tmp_path / "sft.jsonl", META_RECORDS)
+    grpo = _write_jsonl(
+        tmp_path / "grpo.jsonl", [{**r, "completion": "<answer> KEEP, STRAIGHT </answer>"} for r in META_RECORDS]
+    )
+    score_predictions(sft, tmp_path / "sft")
+    score_predictions(grpo, tmp_path / "grpo")
+    table = compare_runs([tmp_path / "sft", tmp_path / "grpo"], names=["SFT", "SFT+GRPO"])
+    lines = table.splitlines()
+    assert lines[0] == "| metric | SFT | SFT+GRPO | Δ |"
+    # GRPO run answers KEEP, STRAIGHT everywhere: 2/6 right, like SFT; parse rate 100 vs 66.67.
+    assert "| planning_accuracy | 33.33 | 33.33 | 0.00 |" in lines
+    assert "| parse_rate | 66.67 | 100.00 | 33.33 |" in lines
+    assert "| num_samples | 6 | 6 | 0 |" in lines
+    assert not any(line.startswith("| l2_1s") for line in lines)  # absent from both runs
+    with pytest.raises(ValueError, match="2 runs but 1 names"):
+        compare_runs([tmp_path / "sft", tmp_path / "grpo"], names=["only"])
+    with pytest.raises(FileNotFoundError, match="run `alphadrive-eval score` first"):
+        compare_runs([tmp_path / "nothing"])
+
+
+def test_cli_score_and_compare(tmp_path, capsys):
+    preds = _write_jsonl(tmp_path / "preds.jsonl", META_RECORDS)
+    assert main(["score", "--predictions", str(preds), "--output-dir", str(tmp_path / "a")]) == 0
+    out = capsys.readouterr().out
+    assert "report.md" in out and "planning_accuracy" in out and "33.33" in out
+    table_path = tmp_path / "table.md"
+    assert (
+        main(["compare", str(tmp_path / "a"), str(tmp_path / "a"), "--names", "X", "Y", "--output", str(table_path)])
+        == 0
+    )
+    assert capsys.readouterr().out == table_path.read_text()
+    assert "| metric | X | Y | Δ |" in table_path.read_text()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["score", "--predictions", str(tmp_path / "nope.jsonl"), "--output-dir", str(tmp_path / "b")])
+    assert exit_info.value.code == 2
+    assert "Predictions file not found" in capsys.readouterr().err
