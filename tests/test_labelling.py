@@ -216,3 +216,16 @@ def test_angles():
     assert wrap_angle(3 * math.pi / 2) == pytest.approx(-math.pi / 2)
     assert wrap_angle(-math.pi) == pytest.approx(math.pi)
     np.testing.assert_allclose(wrap_angle(np.array([2 * math.pi + 0.1, -0.1])), [0.1, -0.1])
+
+
+def test_angle_thresholds_are_inclusive_despite_rounding():
+    # math.degrees(math.radians(20)) is 19.999999999999996: still a turn.
+    ahead = [[5, 0], [10, 0], [15, 0], [20, 0], [25, 0], [30, 0]]
+    headings = [0, 0, 0, 0, 0, math.radians(20)]
+    assert label_trajectory(ahead, 10.0, mode="heading", headings=headings) == ("KEEP", "LEFT_TURN")
+    headings = [0, 0, 0, 0, 0, math.radians(-19.9)]
+    assert label_trajectory(ahead, 10.0, mode="heading", headings=headings) == ("KEEP", "STRAIGHT")
+    # senna: exactly 5 deg at a 4 m offset is still a lane change.
+    offset = [[5, 0], [10, 1], [15, 2], [20, 3], [25, 4], [30, 4]]
+    assert label_trajectory(offset, 10.0, headings=[0, 0, 0, 0, 0, math.radians(5)]) == ("KEEP", "LEFT_CHANGE")
+    assert label_trajectory(offset, 10.0, headings=[0, 0, 0, 0, 0, math.radians(5.1)]) == ("KEEP", "LEFT_TURN")

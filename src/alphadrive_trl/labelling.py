@@ -42,6 +42,8 @@ LabellerMode = Literal["senna", "heading"]
 
 # A segment shorter than this does not define a direction (a stopped car's last step is GPS noise).
 _MIN_SEGMENT_FOR_HEADING = 0.01
+# Degrees <-> radians round trips are off by ~1e-14: a heading given as exactly 20 deg must count as 20 deg.
+ANGLE_TOLERANCE_DEG = 1e-9
 
 
 @dataclass(frozen=True)
@@ -117,8 +119,11 @@ def _as_waypoints(waypoints: Any) -> np.ndarray:
 
 def wrap_angle(angle: Any) -> Any:
     """Wrap radians to (-pi, pi]."""
-    wrapped = np.mod(np.asarray(angle, dtype=np.float64) + np.pi, 2 * np.pi) - np.pi
+    angle = np.asarray(angle, dtype=np.float64)
+    wrapped = np.mod(angle + np.pi, 2 * np.pi) - np.pi
     wrapped = np.where(wrapped == -np.pi, np.pi, wrapped)
+    # Angles already in range stay bit-identical.
+    wrapped = np.where((angle > -np.pi) & (angle <= np.pi), angle, wrapped)
     return float(wrapped) if np.ndim(wrapped) == 0 else wrapped
 
 
@@ -193,7 +198,7 @@ def _label_senna(features: TrajectoryFeatures, t: LabellerThresholds) -> tuple[s
     offset = features.lateral_offset
     if abs(offset) >= t.senna_lateral_offset:
         side = "LEFT" if offset > 0 else "RIGHT"
-        straight_ahead = abs(math.degrees(features.end_heading)) <= t.senna_straight_heading_deg
+        straight_ahead = abs(math.degrees(features.end_heading)) <= t.senna_straight_heading_deg + ANGLE_TOLERANCE_DEG
         path = f"{side}_CHANGE" if straight_ahead else f"{side}_TURN"
     else:
         path = "STRAIGHT"
@@ -206,7 +211,7 @@ def _label_heading(features: TrajectoryFeatures, t: LabellerThresholds) -> tuple
     else:
         speed = _speed_from_change(features.speed_change, t.heading_speed_change)
     heading_deg = math.degrees(features.end_heading)
-    if abs(heading_deg) >= t.heading_turn_deg:
+    if abs(heading_deg) >= t.heading_turn_deg - ANGLE_TOLERANCE_DEG:
         path = "LEFT_TURN" if heading_deg > 0 else "RIGHT_TURN"
     elif abs(features.lateral_offset) >= t.heading_lane_change_offset:
         path = "LEFT_CHANGE" if features.lateral_offset > 0 else "RIGHT_CHANGE"
