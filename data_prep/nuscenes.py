@@ -43,6 +43,7 @@ from alphadrive_trl.labelling import (
     wrap_angle,
     yaw_from_quaternion,
 )
+from data_prep.alphadrive_json import OUTPUT_FORMATS, write_driving_rows
 
 logger = logging.getLogger(__name__)
 
@@ -425,6 +426,14 @@ def build_parser() -> argparse.ArgumentParser:
         "scenes, otherwise none",
     )
     parser.add_argument("--held-out-split", default="test", help="name of the held-out split (default: test)")
+    parser.add_argument(
+        "--format",
+        choices=OUTPUT_FORMATS,
+        default="disk",
+        help="disk: save_to_disk with embedded images (self-contained, ~10 GB for trainval CAM_FRONT); "
+        "jsonl: <split>.jsonl with absolute image paths into the dataroot",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output-dir")
     parser.add_argument("--no-check-images", action="store_true", help="do not check that image files exist")
     return parser
 
@@ -454,9 +463,7 @@ def main(argv: list[str] | None = None) -> int:
     splits = split_by_scene(by_scene, set(held_out or ()), args.held_out_split)
     if not splits:
         raise SystemExit(f"error: no keyframe could be converted\n{report.summary()}")
-    from data_prep.common import write_dataset
-
-    write_dataset(splits, args.output_dir)
+    write_driving_rows(splits, args.output_dir, overwrite=args.overwrite, output_format=args.format)
     logger.info("wrote %s to %s", {split: len(rows) for split, rows in splits.items()}, args.output_dir)
     return 0
 

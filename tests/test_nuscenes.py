@@ -228,3 +228,27 @@ def test_navigation_rule():
     assert navigation_from_route(math.radians(-45)) == "turn right at the next intersection"
     assert navigation_from_route(math.radians(350)) == "go straight"  # wraps to -10 deg
     assert navigation_from_route(math.radians(60), turn_threshold_deg=90) == "go straight"
+
+
+def test_cli_writes_loadable_dataset_with_scene_splits(tmp_path):
+    from alphadrive_trl.data import load_driving_dataset
+    from data_prep.nuscenes import main
+
+    root = build_dataroot(tmp_path / "root", scenes={k: SCENES[k] for k in ("cruise", "stop", "left_turn")})
+    output = tmp_path / "out"
+    argv = ["--dataroot", str(root), "--output-dir", str(output), "--labeller", "heading",
+            "--held-out-scenes", "scene-0002", "--threshold", "heading_stop_end_speed=0.1"]  # fmt: skip
+    assert main(argv) == 0
+    dataset = load_driving_dataset(str(output))
+    assert sorted(dataset) == ["test", "train"]
+    assert dataset["test"]["sample_id"] == ["left_turn-0", "left_turn-1"]
+    train = {row["sample_id"]: row for row in dataset["train"]}
+    assert train["stop-1"]["speed_action"] == "STOP"  # end speed 0 < 0.1
+    assert train["cruise-1"]["trajectory"][5] == pytest.approx([30.0, 0.0], abs=1e-3)
+    assert train["cruise-1"]["images"][0].size == (16, 8)
+    # JSONL output keeps the image paths.
+    assert main([*argv, "--output-dir", str(tmp_path / "jsonl"), "--format", "jsonl"]) == 0
+    first = json.loads((tmp_path / "jsonl" / "train.jsonl").read_text().splitlines()[0])
+    assert first["images"] == [str(root / "samples/CAM_FRONT/cruise-0.jpg")]
+    with pytest.raises(SystemExit, match="Unknown labeller threshold"):
+        main([*argv, "--output-dir", str(tmp_path / "x"), "--threshold", "nope=1"])
