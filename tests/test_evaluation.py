@@ -346,3 +346,135 @@ def test_cli_score_and_compare(tmp_path, capsys):
         main(["score", "--predictions", str(tmp_path / "nope.jsonl"), "--output-dir", str(tmp_path / "b")])
     assert exit_info.value.code == 2
     assert "Predictions file not found" in capsys.readouterr().err
+
+
+def test_use_vllm_without_vllm_is_a_clear_error(tmp_path, capsys):
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vLLM is installed here")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["generate", "--model", "m", "--dataset", "d", "--output", str(tmp_path / "p.jsonl"), "--use-vllm"])
+    assert exit_info.value.code == 2
+    assert "--use-vllm needs vLLM" in capsys.readouterr().err
+
+
+def test_trajectory_overlay_reads_front_images_from_the_dataset(tmp_path):
+    from datasets import Dataset, DatasetDict
+    from PIL import Image
+
+    from alphadrive_trl.data import DRIVING_FEATURES
+    from alphadrive_trl.evaluation import _load_front_images, metadata_path
+
+    rows = []
+    for record in TRAJECTORY_RECORDS:
+        rows.append(
+            {
+                "sample_id": record["sample_id"],
+                "images": [Image.new("RGB", (64, 48), (90, 90, 90)), Image.new("RGB", (32, 24), (0, 0, 0))],
+                "image_roles": ["front", "front_t-1"],
+                "ego_speed": record["ego_speed"],
+                "navigation": "go straight",
+                "speed_action": record["speed_action"],
+                "path_action": record["path_action"],
+                "reasoning": None,
+                "feasible_actions": None,
+                "trajectory": record["trajectory"],
+                "source": "synthetic",
+            }
+        )
+    dataset_dir = tmp_path / "data"
+    DatasetDict({"test": Dataset.from_list(rows, features=DRIVING_FEATURES)}).save_to_disk(str(dataset_dir))
+    images = _load_front_images(["t1", "t3"], str(dataset_dir), "test")
+    assert sorted(images) == ["t1", "t3"] and images["t1"].size == (64, 48)
+    assert _load_front_images(["t1"], str(tmp_path / "missing"), "test") == {}  # best effort, no crash
+
+    preds = _write_jsonl(tmp_path / "preds.jsonl", TRAJECTORY_RECORDS)
+    metadata_path(preds).write_text(json.dumps({"dataset": str(dataset_dir), "split": "test"}))
+    metrics = score_predictions(preds, tmp_path / "eval")
+    assert metrics["mode"] == "trajectory" and metrics["ade"] == pytest.approx((1 + 34 / 6) / 2)
+    assert _is_png(tmp_path / "eval" / "trajectory_overlay.png")
+
+
+def _test_split(dataset_dir):
+    from alphadrive_trl.data import load_driving_dataset
+
+    return load_driving_dataset(dataset_dir, split="test")
+
+
+@pytest.mark.slow
+def test_generate_end_to_end_with_resume(tiny_model_dir, tiny_dataset_dir, tmp_path, capsys):
+    test_rows = _test_split(tiny_dataset_dir)
+    preds = tmp_path / "preds.jsonl"
+    args = ["generate", "--model", tiny_model_dir, "--dataset", tiny_dataset_dir, "--split", "test"]
+    args += ["--output", str(preds), "--batch-size", "3", "--num-samples", "2", "--max-new-tokens", "6"]
+    assert main([*args, "--max-samples", "4"]) == 0
+    first = preds.read_text().splitlines()
+    records = [json.loads(line) for line in first]
+    assert [r["sample_id"] for r in records] == test_rows["sample_id"][:4]
+    for record, row in zip(records, test_rows.select(range(4))):
+        assert isinstance(record["completion"], str)
+        assert len(record["completions"]) == 2 and all(isinstance(c, str) for c in record["completions"])
+        assert (record["speed_action"], record["path_action"]) == (row["speed_action"], row["path_action"])
+        assert record["feasible_actions"] is None and "trajectory" not in record
+        assert record["ego_speed"] == pytest.approx(row["ego_speed"], abs=1e-4)
+    meta = json.loads((tmp_path / "preds.meta.json").read_text())
+    assert meta["prompt_template"] == "default" and meta["num_samples"] == 2 and meta["split"] == "test"
+
+    # Crash mid-write: the torn last line is dropped and regenerated; the 3 complete lines are kept as they are.
+    preds.write_text("\n".join(first[:3]) + "\n" + first[3][:15])
+    assert main([*args, "--max-samples", "6"]) == 0
+    lines = preds.read_text().splitlines()
+    assert lines[:3] == first[:3]
+    assert [json.loads(line)["sample_id"] for line in lines] == test_rows["sample_id"][:6]
+    # Greedy decoding with left padding does not depend on the batch the row landed in.
+    assert json.loads(lines[3])["completion"] == records[3]["completion"]
+
+    # Everything done: a third run generates nothing.
+    assert main([*args, "--max-samples", "6"]) == 0
+    assert preds.read_text().splitlines() == lines
+    # Other settings than the file was made with: refused, nothing appended.
+    with pytest.raises(SystemExit):
+        main([*args[:-1], "3", "--max-samples", "8"])
+    assert "resuming would mix them" in capsys.readouterr().err
+    assert preds.read_text().splitlines() == lines
+
+    metrics = score_predictions(preds, tmp_path / "eval")
+    assert metrics["num_samples"] == 6 and metrics["samples_per_scene"] == 2
+    assert (tmp_path / "eval" / "report.md").is_file()
+
+
+@pytest.mark.slow
+def test_generate_uses_the_settings_saved_with_the_checkpoint(tiny_model_dir, tiny_dataset_dir, tmp_path):
+    import shutil
+
+    from alphadrive_trl.evaluation import _TransformersGenerator, generate_predictions
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model_dir)
+    (model_dir / "alphadrive_config.json").write_text(json.dumps({"prompt_template": "trajectory", "max_images": 1}))
+    preds = generate_predictions(
+        str(model_dir), tiny_dataset_dir, tmp_path / "p.jsonl", max_samples=1, max_new_tokens=2, show_progress=False
+    )
+    meta = json.loads((tmp_path / "p.meta.json").read_text())
+    assert meta["prompt_template"] == "trajectory" and meta["max_images"] == 1
+    assert len(preds.read_text().splitlines()) == 1
+    # The prompt the model saw: the trajectory instructions and a single image (row 2 of the split has 3).
+    settings = {"prompt_template": "trajectory", "max_images": 1, "min_pixels": None, "max_pixels": None}
+    generator = _TransformersGenerator(str(model_dir), settings, {**meta, "seed": 0})
+    row = _test_split(tiny_dataset_dir)[2]
+    assert len(row["images"]) == 3
+    inputs = generator._inputs([row])
+    text = generator.processor.batch_decode(inputs["input_ids"])[0]
+    assert "waypoints" in text and text.count("<|vision_start|>") == 1
+    # A CLI flag overrides the saved template.
+    generate_predictions(
+        str(model_dir),
+        tiny_dataset_dir,
+        tmp_path / "q.jsonl",
+        max_samples=1,
+        max_new_tokens=2,
+        prompt_template="default",
+        show_progress=False,
+    )
+    assert json.loads((tmp_path / "q.meta.json").read_text())["prompt_template"] == "default"

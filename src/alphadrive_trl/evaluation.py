@@ -1037,10 +1037,11 @@ def _prediction_record(row: dict[str, Any], greedy_text: str, samples: list[str]
     record["path_action"] = row["path_action"]
     if "feasible_actions" in row:
         record["feasible_actions"] = row["feasible_actions"]
+    # Datasets store floats as float32: round so 15.6 is written 15.6, not 15.600000381469727.
     if row.get("trajectory") is not None:
-        record["trajectory"] = [list(map(float, point)) for point in row["trajectory"]]
+        record["trajectory"] = [[round(float(v), 4) for v in point] for point in row["trajectory"]]
     if row.get("ego_speed") is not None:
-        record["ego_speed"] = float(row["ego_speed"])
+        record["ego_speed"] = round(float(row["ego_speed"]), 4)
     return record
 
 
@@ -1082,7 +1083,7 @@ class _TransformersGenerator:
             tokenize=True,
             return_dict=True,
             return_tensors="pt",
-            padding=True,
+            processor_kwargs={"padding": True, "padding_side": "left"},
         ).to(self.device)
 
     def _generate(self, inputs, **generation_kwargs) -> list[str]:
