@@ -207,35 +207,46 @@ class ImportReport:
         return "\n".join(lines)
 
 
-def _image_paths(record: dict, image_root: Path, check_images: bool) -> list[str]:
+def _is_embedded_image(item: Any) -> bool:
+    # A `datasets` directory with an Image column yields PIL images (or {"bytes", "path"} dicts when not decoded).
+    import PIL.Image
+
+    return isinstance(item, PIL.Image.Image) or (isinstance(item, dict) and bool(item.get("bytes")))
+
+
+def _images(record: dict, image_root: Path, check_images: bool) -> list[Any]:
+    """Image paths resolved against `image_root` (checked to exist), or embedded images kept as they are."""
     image = record.get("image", record.get("images"))
-    if isinstance(image, str):
-        relative = [image]
-    elif isinstance(image, (list, tuple)) and image and all(isinstance(item, str) for item in image):
-        relative = list(image)
-    else:
-        raise RecordParseError(f"image: expected a path or a list of paths, got {image!r:.80}")
-    paths = []
-    for item in relative:
+    items = image if isinstance(image, (list, tuple)) else [image]
+    if not items or not all(isinstance(item, str) or _is_embedded_image(item) for item in items):
+        raise RecordParseError(f"image: expected a path, an image or a list of them, got {image!r:.80}")
+    images = []
+    for item in items:
+        if not isinstance(item, str):
+            images.append(item)
+            continue
         path = Path(item) if Path(item).is_absolute() else image_root / item
         if check_images and not path.is_file():
             raise RecordParseError(f"image: file not found: {path}")
-        paths.append(str(path))
-    return paths
+        images.append(str(path))
+    return images
 
 
-def _sample_id(record: dict, image_paths: list[str], image_root: Path, seen: set[str]) -> str:
+def _sample_id(record: dict, images: list[Any], image_root: Path, seen: set[str], index: int | None) -> str:
     for key in ("sample_id", "id", "question_id", "token"):
         if record.get(key) not in (None, ""):
             candidate = str(record[key])
             break
     else:
-        first = Path(image_paths[0])
-        try:
-            first = first.relative_to(image_root)
-        except ValueError:
-            pass
-        candidate = str(first.with_suffix("")).replace("/", "_").replace("\\", "_")
+        if isinstance(images[0], str):
+            first = Path(images[0])
+            try:
+                first = first.relative_to(image_root)
+            except ValueError:
+                pass
+            candidate = str(first.with_suffix("")).replace("/", "_").replace("\\", "_")
+        else:
+            candidate = f"record-{index if index is not None else len(seen)}"
     sample_id, suffix = candidate, 1
     while sample_id in seen:  # the same image may carry several questions
         suffix += 1
@@ -245,7 +256,12 @@ def _sample_id(record: dict, image_paths: list[str], image_root: Path, seen: set
 
 
 def record_to_row(
-    record: Any, image_root: Path, *, check_images: bool = True, seen_ids: set[str] | None = None
+    record: Any,
+    image_root: Path,
+    *,
+    check_images: bool = True,
+    seen_ids: set[str] | None = None,
+    index: int | None = None,
 ) -> dict:
     """Convert one published record into a canonical row; raises `RecordParseError` naming the field."""
     if not isinstance(record, dict):
@@ -262,10 +278,10 @@ def record_to_row(
     thinking = record.get("thinking")
     if thinking is None and "<think>" in solution.lower():
         thinking = solution  # some releases keep the reasoning inside the solution
-    images = _image_paths(record, image_root, check_images)
+    images = _images(record, image_root, check_images)
     ego_speed, navigation, reasoning = parse_speed(problem), parse_navigation(problem), parse_reasoning(thinking)
     # The id is taken last, so a record that fails does not reserve one.
-    sample_id = _sample_id(record, images, image_root, seen_ids if seen_ids is not None else set())
+    sample_id = _sample_id(record, images, image_root, seen_ids if seen_ids is not None else set(), index)
     return {
         "sample_id": sample_id,
         "images": images,
@@ -333,7 +349,7 @@ def convert_records(
         try:
             if isinstance(record, dict) and "__error__" in record:
                 raise RecordParseError(record["__error__"])
-            rows.append(record_to_row(record, image_root, check_images=check_images, seen_ids=seen))
+            rows.append(record_to_row(record, image_root, check_images=check_images, seen_ids=seen, index=index))
         except RecordParseError as error:
             report.skipped.append((index, str(error)))
     report.converted = len(rows)
@@ -449,6 +465,8 @@ def write_driving_rows(
         raise DrivingDataError(f"{len(problems)} problem(s) in the converted rows:\n" + "\n".join(problems[:20]))
     with atomic_directory(output_dir, overwrite=overwrite) as tmp:
         if output_format == "jsonl":
+            if any(not isinstance(image, str) for rows in splits.values() for row in rows for image in row["images"]):
+                raise ValueError("--format jsonl needs image paths; these records embed images: use --format disk")
             for split, rows in splits.items():
                 with (tmp / f"{split}.jsonl").open("w", encoding="utf-8") as handle:
                     for row in rows:

@@ -236,3 +236,34 @@ def test_cli_rejects_mostly_unparsable_input(image_root, tmp_path):
     main(["--input", str(source), "--output-dir", str(out), "--format", "jsonl", "--max-skipped-fraction", "1"])
     lines = (out / "train.jsonl").read_text().splitlines()
     assert len(lines) == 1 and json.loads(lines[0])["images"] == [str(image_root / "img/a.jpg")]
+
+
+def test_datasets_directory_with_embedded_images(tmp_path):
+    from datasets import Dataset, Features, Value
+    from datasets import Image as ImageFeature
+
+    from alphadrive_trl.data import load_driving_dataset
+    from data_prep.alphadrive_json import main
+
+    features = Features({"image": ImageFeature(), "problem": Value("string"), "solution": Value("string")})
+    picture = Image.new("RGB", (12, 6), (200, 0, 0))
+    records = [
+        {"image": picture, "problem": PROMPT.format(speed=3, nav="turn right"), "solution": "<answer> STOP, RIGHT_TURN </answer>"},
+        {"image": picture, "problem": "no speed here", "solution": "<answer> KEEP, STRAIGHT </answer>"},
+        {"image": picture, "problem": PROMPT.format(speed=4, nav="go straight"), "solution": "<answer> KEEP, STRAIGHT </answer>"},
+    ]  # fmt: skip
+    Dataset.from_list(records, features=features).save_to_disk(str(tmp_path / "published"))
+    rows, report = convert_records(read_records(tmp_path / "published"), tmp_path, progress=False)
+    assert [row["sample_id"] for row in rows] == ["record-0", "record-2"]
+    assert report.skipped == [(1, "problem: no ego speed found (expected e.g. 'Your current speed is 8.5m/s')")]
+    output = tmp_path / "out"
+    main(["--input", str(tmp_path / "published"), "--output-dir", str(output)])
+    dataset = load_driving_dataset(str(output), split="train")
+    assert dataset[0]["images"][0].size == (12, 6)
+    assert (dataset[0]["speed_action"], dataset[0]["path_action"], dataset[0]["navigation"]) == (
+        "STOP",
+        "RIGHT_TURN",
+        "turn right",
+    )
+    with pytest.raises(ValueError, match="--format jsonl needs image paths"):
+        main(["--input", str(tmp_path / "published"), "--output-dir", str(tmp_path / "j"), "--format", "jsonl"])
