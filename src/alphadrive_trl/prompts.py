@@ -1,0 +1,166 @@
+"""Prompt templates: a dataset row -> TRL's conversational `prompt` (and, for SFT, `completion`).
+
+Training, GRPO and evaluation all build prompts here, from the template name stored with the checkpoint, so the
+model always sees the same layout: the image placeholders first (`{"type": "image"}`, front camera first, in
+`image_roles` order), then one short text part with the ego speed, the navigation command, which image is which (when
+there are several), both vocabularies and the answer format. The wording is short on purpose: tiny demo models train
+on CPU, and every prompt token costs time.
+
+Example:
+    >>> row = {"images": ["<img>"], "image_roles": ["front"], "ego_speed": 8.25, "navigation": "go straight",
+    ...        "speed_action": "KEEP", "path_action": "STRAIGHT", "reasoning": "Clear road."}
+    >>> build_prompt(row)[0]["content"][0]
+    {'type': 'image'}
+    >>> print(build_prompt(row)[0]["content"][1]["text"])  # doctest: +NORMALIZE_WHITESPACE
+    Speed 8.2 m/s. Navigation: go straight. Plan the next 3 s. SPEED: KEEP, ACCELERATE, DECELERATE, STOP. PATH:
+    STRAIGHT, RIGHT_CHANGE, LEFT_CHANGE, RIGHT_TURN, LEFT_TURN. Reply <think> reasoning </think> <answer> SPEED,
+    PATH </answer>.
+    >>> build_completion(row)[0]["content"][0]["text"]
+    '<think> Clear road. </think> <answer> KEEP, STRAIGHT </answer>'
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .actions import PATH_ACTIONS, SPEED_ACTIONS, format_answer
+from .data import DrivingDataError, image_order
+
+_HISTORY_ROLE = re.compile(r"^(?P<camera>.+)_t-(?P<steps>\d+)$")
+_CAMERA_NAMES = {
+    "front": "front camera",
+    "front_left": "front-left camera",
+    "front_right": "front-right camera",
+    "back": "rear camera",
+    "back_left": "rear-left camera",
+    "back_right": "rear-right camera",
+}
+
+
+def describe_role(role: str) -> str:
+    """Readable name of an image role: `front_t-2` -> `front camera 2 frames earlier`.
+
+    Example:
+        >>> describe_role("front_t-1"), describe_role("front_right")
+        ('front camera 1 frame earlier', 'front-right camera')
+    """
+    match = _HISTORY_ROLE.match(role)
+    if match:
+        steps = int(match["steps"])
+        camera = _CAMERA_NAMES.get(match["camera"], match["camera"].replace("_", " "))
+        return f"{camera} {steps} frame{'s' if steps != 1 else ''} earlier"
+    return _CAMERA_NAMES.get(role, role.replace("_", " "))
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """How a row becomes text. `instruction` follows the speed/navigation/images sentence; `answer_format` states the
+    tag format; `with_trajectory` appends the expert trajectory to SFT targets (trajectory mode)."""
+
+    name: str
+    instruction: str
+    answer_format: str
+    with_trajectory: bool = False
+
+    def text(self, row: Mapping[str, Any], roles: list[str]) -> str:
+        parts = [f"Speed {float(row['ego_speed']):.1f} m/s.", f"Navigation: {str(row['navigation']).strip()}."]
+        if len(roles) > 1:
+            described = ", ".join(f"{i + 1} {describe_role(role)}" for i, role in enumerate(roles))
+            parts.append(f"Images: {described}.")
+        parts.append(self.instruction)
+        parts.append(self.answer_format)
+        return " ".join(parts)
+
+
+_VOCABULARIES = f"SPEED: {', '.join(SPEED_ACTIONS)}. PATH: {', '.join(PATH_ACTIONS)}."
+
+PROMPT_TEMPLATES: dict[str, PromptTemplate] = {
+    "default": PromptTemplate(
+        name="default",
+        instruction=f"Plan the next 3 s. {_VOCABULARIES}",
+        answer_format="Reply <think> reasoning </think> <answer> SPEED, PATH </answer>.",
+    ),
+    "trajectory": PromptTemplate(
+        name="trajectory",
+        instruction=f"Plan the next 3 s. {_VOCABULARIES} Also give 6 waypoints [x,y] in metres every 0.5 s "
+        "(x forward, y left).",
+        answer_format="Reply <think> reasoning </think> <answer> SPEED, PATH </answer> <trajectory> [x,y] ... "
+        "</trajectory>.",
+        with_trajectory=True,
+    ),
+}
+
+
+def get_template(template: str | PromptTemplate) -> PromptTemplate:
+    """Look a template up by name (a `PromptTemplate` passes through); unknown names list the valid ones."""
+    if isinstance(template, PromptTemplate):
+        return template
+    try:
+        return PROMPT_TEMPLATES[template]
+    except KeyError:
+        raise ValueError(
+            f"Unknown prompt template {template!r}; choose one of {', '.join(PROMPT_TEMPLATES)}"
+        ) from None
+
+
+def build_prompt(
+    row: Mapping[str, Any], template: str | PromptTemplate = "default", *, max_images: int | None = None
+) -> list[dict[str, Any]]:
+    """One user message: an image placeholder per image (front first, `image_roles` order), then the text part."""
+    spec = get_template(template)
+    order = image_order(row, max_images)
+    roles = [row["image_roles"][i] for i in order]
+    content: list[dict[str, Any]] = [{"type": "image"} for _ in order]
+    content.append({"type": "text", "text": spec.text(row, roles)})
+    return [{"role": "user", "content": content}]
+
+
+def completion_text(row: Mapping[str, Any], template: str | PromptTemplate = "default") -> str:
+    """The SFT target: `<think> reasoning </think> <answer> S, P </answer>` (answer only without reasoning), plus the
+    `<trajectory>` block in trajectory mode."""
+    spec = get_template(template)
+    text = format_answer(row["speed_action"], row["path_action"], row.get("reasoning"))
+    if spec.with_trajectory:
+        if row.get("trajectory") is None:
+            raise DrivingDataError(
+                f"sample_id={row.get('sample_id')} field=trajectory: template {spec.name!r} needs an expert "
+                "trajectory, but the row has none"
+            )
+        from .trajectory import format_trajectory  # imported lazily: only trajectory mode needs it
+
+        text = f"{text} {format_trajectory(row['trajectory'])}"
+    return text
+
+
+def build_completion(row: Mapping[str, Any], template: str | PromptTemplate = "default") -> list[dict[str, Any]]:
+    """One assistant message holding `completion_text(row, template)`."""
+    return [{"role": "assistant", "content": [{"type": "text", "text": completion_text(row, template)}]}]
+
+
+def to_sft_example(
+    row: Mapping[str, Any], template: str | PromptTemplate = "default", max_images: int | None = None
+) -> dict[str, Any]:
+    """`{"images", "prompt", "completion"}`: the prompt-completion form TRL's VLM `SFTTrainer` trains on (loss on
+    the completion only)."""
+    order = image_order(row, max_images)
+    return {
+        "images": [row["images"][i] for i in order],
+        "prompt": build_prompt(row, template, max_images=max_images),
+        "completion": build_completion(row, template),
+    }
+
+
+def to_grpo_example(
+    row: Mapping[str, Any], template: str | PromptTemplate = "default", max_images: int | None = None
+) -> dict[str, Any]:
+    """`{"images", "prompt", ...}`: the conversational prompt for `GRPOTrainer`; every other column (speed_action,
+    path_action, feasible_actions, trajectory, ego_speed, ...) is kept, since TRL passes them to the rewards."""
+    order = image_order(row, max_images)
+    example = {key: value for key, value in row.items() if key not in ("completion", "messages")}
+    example["images"] = [row["images"][i] for i in order]
+    example["image_roles"] = [row["image_roles"][i] for i in order]
+    example["prompt"] = build_prompt(row, template, max_images=max_images)
+    return example
