@@ -223,6 +223,7 @@ def test_trajectory_metrics_hand_computed():
     assert m["mode"] == "trajectory"
     assert m["trajectory_num_samples"] == 3
     assert m["trajectory_parse_rate"] == pytest.approx(100 * 2 / 3)
+    assert m["trajectory_plausible_rate"] == 100.0
     assert m["l2_1s"] == pytest.approx((1 + 1) / 2)
     assert m["l2_2s"] == pytest.approx((1 + 6) / 2)
     assert m["l2_3s"] == pytest.approx((1 + 14) / 2)
@@ -237,6 +238,24 @@ def test_trajectory_metrics_hand_computed():
     assert m["format_rate"] == pytest.approx(200 / 3)
     # The stated answers are all right.
     assert m["planning_accuracy"] == 100.0
+
+
+def test_implausible_trajectories_are_still_labelled_and_counted():
+    jump = [[5, 0], [10, 0], [15, 0], [50, 0], [55, 0], [60, 0]]  # 35 m in 0.5 s
+    record = _record(
+        "j",
+        "<think> x </think> <answer> KEEP, STRAIGHT </answer> " + _traj_text(jump),
+        "KEEP",
+        "STRAIGHT",
+        trajectory=CRUISE,
+        ego_speed=10.0,
+    )
+    no_speed = {**record, "sample_id": "k", "ego_speed": None}
+    m = compute_metrics([record, no_speed])
+    assert m["trajectory_parse_rate"] == 100.0 and m["trajectory_plausible_rate"] == 0.0
+    assert m["ade"] == pytest.approx(3 * 30 / 6)
+    # End speed 10 m/s = ego speed, no lateral motion: (KEEP, STRAIGHT); without an ego speed there is no label.
+    assert m["derived_planning_accuracy"] == 50.0 and m["action_consistency_rate"] == 50.0
 
 
 def test_trajectory_metrics_off_in_meta_action_mode():

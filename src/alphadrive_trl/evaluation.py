@@ -75,6 +75,7 @@ HEADLINE_METRICS: tuple[tuple[str, str], ...] = (
     ("feasible_coverage", "%"),
     ("best_of_k_accuracy", "%"),
     ("trajectory_parse_rate", "%"),
+    ("trajectory_plausible_rate", "%"),
     ("l2_1s", "m"),
     ("l2_2s", "m"),
     ("l2_3s", "m"),
@@ -345,12 +346,16 @@ def trajectory_metrics(records: Sequence[dict[str, Any]], *, labeller_mode: str 
     The predicted waypoints are parsed from the (greedy) completion with `trajectory.parse_trajectory`. L2 at 1/2/3 s,
     ADE and FDE come from `trajectory.l2_errors` (UniAD convention: the error *at* the 1/2/3 s waypoint, not averaged
     up to it as in ST-P3) and are averaged over the scenes whose answer parsed; `trajectory_parse_rate` is the share
-    that did. The meta-actions the predicted waypoints imply (`trajectory.derived_answer_words`: the data labeller
-    `labelling.label_trajectory` with `labeller_mode`, on plausible trajectories) are scored like stated answers under
-    `derived_*`; a missing or implausible trajectory is a miss. `action_consistency_rate` is the share of scenes whose
-    strictly parsed stated answer equals the plan its own waypoints imply.
+    that did, and `trajectory_plausible_rate` the share of parsed trajectories within the physical limits of
+    `trajectory.is_plausible`. The meta-actions the predicted waypoints imply (`labelling.label_trajectory` with
+    `labeller_mode`, the labeller that labels the data, given the record's `ego_speed`) are scored like stated answers
+    under `derived_*`; a missing trajectory is a miss. Unlike the trajectory rewards, evaluation labels implausible
+    trajectories too: it measures what the waypoints say, and plausibility is reported on its own.
+    `action_consistency_rate` is the share of scenes whose strictly parsed stated answer equals the plan its own
+    waypoints imply.
     """
-    from .trajectory import as_waypoints, derived_answer_words, l2_errors, parse_trajectory
+    from .labelling import try_label_trajectory
+    from .trajectory import TRAJECTORY_DT, as_waypoints, is_plausible, l2_errors, parse_trajectory
 
     with_gt = [(r, as_waypoints(r.get("trajectory"))) for r in records]
     with_gt = [(r, expert) for r, expert in with_gt if expert is not None]
@@ -358,18 +363,21 @@ def trajectory_metrics(records: Sequence[dict[str, Any]], *, labeller_mode: str 
         return {}
     errors: list[dict[str, float]] = []
     derived: list[tuple[str, str] | None] = []
-    consistent = 0
+    plausible = consistent = 0
     for record, expert in with_gt:
         predicted = parse_trajectory(record["completion"])
+        plan = None
         if predicted is not None:
             errors.append(l2_errors(predicted, expert))
-        words = derived_answer_words(record["completion"], record.get("ego_speed"), mode=labeller_mode)
-        plan = (next(iter(words.speed)), next(iter(words.path))) if words.speed and words.path else None
+            plausible += is_plausible(predicted)
+            if record.get("ego_speed") is not None:
+                plan = try_label_trajectory(predicted, record["ego_speed"], mode=labeller_mode, dt=TRAJECTORY_DT)
         derived.append(plan)
         consistent += plan is not None and parse_answer_strict(record["completion"]) == plan
     metrics: dict[str, Any] = {
         "trajectory_num_samples": len(with_gt),
         "trajectory_parse_rate": _percent(len(errors), len(with_gt)),
+        "trajectory_plausible_rate": _percent(plausible, len(errors)),
     }
     for key in L2_KEYS:
         metrics[key] = sum(e[key] for e in errors) / len(errors) if errors else None
@@ -508,14 +516,15 @@ def project_to_image(
     width: int,
     height: int,
     *,
-    camera_height: float = 1.5,
+    camera_height: float = 1.4,
     horizontal_fov_deg: float = 90.0,
-    horizon: float = 0.5,
+    horizon: float = 0.4,
 ):
     """Project ego-frame ground points (x forward, y left, metres) into a front image with a flat-ground pinhole model.
 
     The camera sits `camera_height` metres above the road, looks straight ahead, has `horizontal_fov_deg` of view and
-    its horizon at `horizon` × image height. Without calibration this is an approximation for visualisation only.
+    its horizon at `horizon` × image height. The defaults are the camera of the embedded synthetic scenes (exact
+    there); for other sources, without calibration, it is an approximation for visualisation only.
     Returns `(u, v)` pixel arrays; points at or behind the camera come back as NaN.
     """
     import numpy as np
@@ -749,7 +758,7 @@ def render_report(
             "",
             f"{metrics['trajectory_num_samples']} scenes with an expert trajectory; "
             f"{_fmt(metrics['trajectory_parse_rate'])} % of answers held a parsable trajectory (L2 averages cover "
-            "those).",
+            f"those), {_fmt(metrics['trajectory_plausible_rate'])} % of which are physically plausible.",
             "",
             "| L2 1 s (m) | L2 2 s (m) | L2 3 s (m) | ADE (m) | FDE (m) |",
             "|---|---|---|---|---|",
@@ -949,8 +958,6 @@ def generate_predictions(
                 "--use-vllm needs vLLM, which is not installed: `pip install 'alphadrive-trl[vllm]'` (GPU only), or "
                 "drop --use-vllm to generate with transformers."
             )
-    if not Path(model).is_dir() and os.environ.get("HF_HUB_OFFLINE") == "1":
-        logger.info("%s is not a local directory; loading it from the Hub cache (offline).", model)
 
     from .configs import load_driving_config
     from .data import load_driving_dataset
