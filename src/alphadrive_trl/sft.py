@@ -1,0 +1,383 @@
+"""AlphaDrive stage 1: supervised warm-up of a Qwen-VL model on reasoning-annotated driving data.
+
+`DrivingSFTTrainer` is `trl.SFTTrainer` with two additions:
+
+- it collates with `MultiImageCollator` (any number of images per sample, the recipe's pixel budget, loss on the
+  completion only, a loud error instead of a silent zero loss);
+- every `eval_generation_steps` training steps it greedily answers `eval_generation_samples` rows of the eval split
+  and logs driving metrics through the trainer's `log` (so they reach the console, `trainer_state.json` and any
+  tracker):
+
+  | metric | meaning |
+  |---|---|
+  | `eval_parse_rate` | share of answers that parse strictly: one closed `<answer> SPEED, PATH </answer>` block |
+  | `eval_speed_accuracy`, `eval_path_accuracy` | share with the right word on that axis |
+  | `eval_planning_accuracy` | share with both words right (the paper's planning accuracy, strict parse) |
+
+`main()` is the `alphadrive-sft` / `python -m alphadrive_trl.sft` entry point (open-r1 layout): parse → seed and
+logging → last checkpoint → dataset (the SFT part when `stage: sft`) → prompts → processor with the image budget →
+model (dtype, 4-bit, LoRA from `ModelConfig`) → trainer → train → save model, processor and `alphadrive_config.json`
+→ model card.
+
+Example:
+    python -m alphadrive_trl.sft --config recipes/tiny-qwen2.5-vl/sft/config_demo.yaml
+    accelerate launch --config_file recipes/accelerate_configs/zero2.yaml --num_processes 8 \\
+        -m alphadrive_trl.sft --config recipes/Qwen2-VL-2B-Instruct/sft/config_alphadrive.yaml
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+from typing import Any
+
+import datasets
+import torch
+import transformers
+from accelerate import PartialState
+from datasets import Dataset
+from transformers import AutoModelForImageTextToText, AutoProcessor, TrainerCallback, set_seed
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+from trl import ModelConfig, SFTTrainer, TrlParser, get_peft_config, get_quantization_config
+from trl.data_utils import prepare_multimodal_messages
+from trl.models import unwrap_model_for_generation
+
+from .actions import completion_to_text, parse_answer_strict
+from .collator import MultiImageCollator
+from .configs import DrivingScriptArguments, DrivingSFTConfig, save_driving_config
+from .data import apply_image_budget, load_driving_dataset, split_for_stages
+from .prompts import to_sft_example
+
+logger = logging.getLogger(__name__)
+
+GENERATION_METRICS: tuple[str, ...] = (
+    "eval_parse_rate",
+    "eval_speed_accuracy",
+    "eval_path_accuracy",
+    "eval_planning_accuracy",
+)
+
+
+class _GenerationEvalCallback(TrainerCallback):
+    """Runs the trainer's generation-based driving evaluation every `eval_generation_steps` optimizer steps."""
+
+    def __init__(self, trainer: DrivingSFTTrainer):
+        self.trainer = trainer
+
+    def on_step_end(self, args, state, control, **kwargs):
+        every = getattr(args, "eval_generation_steps", 0)
+        if every and state.global_step % every == 0:
+            self.trainer.log_generation_metrics()
+        return control
+
+
+class SaveDrivingConfigCallback(TrainerCallback):
+    """Write `alphadrive_config.json` (prompt template, image budget) into every checkpoint, next to the processor
+    the Trainer saves there, so any checkpoint is evaluated with the prompts it was trained on."""
+
+    def __init__(self, script_args: DrivingScriptArguments):
+        self.script_args = script_args
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            checkpoint_dir = os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
+            if os.path.isdir(checkpoint_dir):
+                save_driving_config(checkpoint_dir, self.script_args)
+        return control
+
+
+class DrivingSFTTrainer(SFTTrainer):
+    """`trl.SFTTrainer` for driving VLMs: multi-image collator + generation-based driving metrics.
+
+    Takes SFTTrainer's arguments, plus `min_pixels` / `max_pixels` (per-image budget given to the collator). The
+    datasets are in TRL's prompt-completion form with an `images` column (`alphadrive_trl.prompts.to_sft_example`);
+    a `sample_id` column is kept, when present, so collator errors name the sample.
+
+    Example:
+        >>> trainer = DrivingSFTTrainer(model, args=DrivingSFTConfig("out", eval_generation_steps=50),
+        ...                             train_dataset=train, eval_dataset=test, processing_class=processor)
+        >>> trainer.train()
+        >>> trainer.generation_metrics()
+        {'eval_parse_rate': 1.0, 'eval_speed_accuracy': 0.97, 'eval_path_accuracy': 1.0, 'eval_planning_accuracy': 0.97}
+    """
+
+    def __init__(
+        self,
+        model,
+        args: DrivingSFTConfig | None = None,
+        data_collator=None,
+        train_dataset=None,
+        eval_dataset=None,
+        processing_class=None,
+        *,
+        min_pixels: int | None = None,
+        max_pixels: int | None = None,
+        **kwargs,
+    ):
+        if args is None:
+            name = model if isinstance(model, str) else model.config._name_or_path
+            args = DrivingSFTConfig(f"{os.path.basename(str(name).rstrip('/')) or 'model'}-SFT")
+        if processing_class is None:
+            processing_class = AutoProcessor.from_pretrained(
+                model if isinstance(model, str) else model.config._name_or_path
+            )
+        if data_collator is None:
+            data_collator = MultiImageCollator(
+                processing_class,
+                max_length=args.max_length,
+                completion_only_loss=args.completion_only_loss is not False,
+                pad_to_multiple_of=args.pad_to_multiple_of,
+                min_pixels=min_pixels,
+                max_pixels=max_pixels,
+            )
+        if getattr(args, "eval_generation_steps", 0) and eval_dataset is None:
+            raise ValueError("`eval_generation_steps` is set but there is no eval dataset to generate on.")
+        super().__init__(
+            model,
+            args=args,
+            data_collator=data_collator,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            **kwargs,
+        )
+        if getattr(args, "eval_generation_steps", 0):
+            self.add_callback(_GenerationEvalCallback(self))
+
+    def _set_signature_columns_if_needed(self):
+        super()._set_signature_columns_if_needed()
+        # The collator names failing samples by id; keep the column when the dataset has one.
+        if self._is_vision_dataset and "sample_id" not in self._signature_columns:
+            self._signature_columns = [*self._signature_columns, "sample_id"]
+
+    def _generation_rows(self, dataset: Dataset | None, num_samples: int | None) -> Dataset:
+        if dataset is None:
+            dataset = self.eval_dataset
+            if isinstance(dataset, dict):
+                dataset = next(iter(dataset.values()))
+        if dataset is None:
+            raise ValueError("No eval dataset: pass `dataset` or give the trainer an `eval_dataset`.")
+        num_samples = self.args.eval_generation_samples if num_samples is None else num_samples
+        return dataset.select(range(min(num_samples, len(dataset))))
+
+    @torch.no_grad()
+    def generation_metrics(self, dataset: Dataset | None = None, num_samples: int | None = None) -> dict[str, float]:
+        """Greedy answers for the first `num_samples` rows of `dataset` (default: the eval split), scored against
+        the plan in each row's completion. Every process answers its share; the counts are summed over processes."""
+        rows = self._generation_rows(dataset, num_samples)
+        world, rank = self.accelerator.num_processes, self.accelerator.process_index
+        batch_size = self.args.per_device_eval_batch_size
+        # Same number of batches on every process (ZeRO-3 generation is collective); -1 pads and is not counted.
+        per_process = math.ceil(len(rows) / world)
+        indices = list(range(rank, len(rows), world))
+        indices += [-1] * (per_process - len(indices))
+        counts = torch.zeros(5, device=self.accelerator.device)  # answered, parsed, speed ok, path ok, both ok
+        processor = self.processing_class
+        with unwrap_model_for_generation(self.model_wrapped, self.accelerator) as model:
+            was_training = model.training
+            model.eval()
+            for start in range(0, max(per_process, 1), batch_size):
+                chunk = indices[start : start + batch_size]
+                if not chunk:
+                    break
+                examples = [rows[max(i, 0)] for i in chunk]
+                answers = self._generate(model, processor, examples)
+                for index, example, answer in zip(chunk, examples, answers):
+                    if index < 0:
+                        continue
+                    reference = parse_answer_strict(completion_to_text(example["completion"]))
+                    predicted = parse_answer_strict(answer)
+                    speed_ok = predicted is not None and reference is not None and predicted[0] == reference[0]
+                    path_ok = predicted is not None and reference is not None and predicted[1] == reference[1]
+                    counts += torch.tensor(
+                        [1, predicted is not None, speed_ok, path_ok, speed_ok and path_ok],
+                        dtype=counts.dtype,
+                        device=counts.device,
+                    )
+            model.train(was_training)
+        answered, parsed, speed, path, both = self.accelerator.reduce(counts, reduction="sum").tolist()
+        total = max(answered, 1.0)
+        return dict(zip(GENERATION_METRICS, (parsed / total, speed / total, path / total, both / total)))
+
+    def _generate(self, model, processor, examples: list[dict[str, Any]]) -> list[str]:
+        texts, images = [], []
+        for example in examples:
+            prompt = prepare_multimodal_messages(example["prompt"], images=example["images"])
+            texts.append(processor.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False))
+            images.extend(example["images"])
+        inputs = processor(
+            text=texts, images=images or None, padding=True, padding_side="left", return_tensors="pt"
+        ).to(self.accelerator.device)
+        sequences = model.generate(
+            **inputs,
+            max_new_tokens=self.args.eval_max_new_tokens,
+            do_sample=False,
+            synced_gpus=self.is_deepspeed_enabled and self.accelerator.num_processes > 1,
+        )
+        return processor.batch_decode(sequences[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+
+    def log_generation_metrics(self, dataset: Dataset | None = None) -> dict[str, float]:
+        """Compute `generation_metrics` and log them (console, `state.log_history`, trackers)."""
+        metrics = self.generation_metrics(dataset)
+        was_training = self.model.training
+        # TRL's `log` merges its own per-mode metric buffers; in eval mode it takes the (empty) eval buffer and leaves
+        # the train averages of the current logging window untouched.
+        # Logging marks the step as logged (`should_log = False`); keep the regular training log of this step.
+        should_log = self.control.should_log
+        self.model.eval()
+        self.log(dict(metrics))
+        self.model.train(was_training)
+        self.control.should_log = should_log
+        return metrics
+
+
+def load_sft_datasets(
+    script_args: DrivingScriptArguments, training_args: DrivingSFTConfig
+) -> tuple[Dataset, Dataset | None]:
+    """The train (and, when evaluating, eval) datasets in TRL's prompt-completion form with an `images` column.
+
+    With `stage: sft` the train split is the SFT part of `split_for_stages` (same fraction and seed as the GRPO
+    recipe, so the stages never share a row).
+    """
+    dataset = load_driving_dataset(script_args.dataset_name, validate=script_args.validate_dataset)
+    if script_args.dataset_train_split not in dataset:
+        raise ValueError(
+            f"Dataset {script_args.dataset_name!r} has no split {script_args.dataset_train_split!r}; it has "
+            f"{sorted(dataset)}. Set `dataset_train_split`."
+        )
+    train = dataset[script_args.dataset_train_split]
+    if script_args.stage is not None:
+        sft_part, grpo_part = split_for_stages(train, script_args.sft_fraction, seed=script_args.split_seed)
+        train = sft_part if script_args.stage == "sft" else grpo_part
+        logger.info(f"Stage {script_args.stage}: {len(train)} of {len(sft_part) + len(grpo_part)} train rows.")
+    if script_args.max_train_samples is not None:
+        train = train.select(range(min(script_args.max_train_samples, len(train))))
+
+    evaluation = None
+    wants_eval = training_args.eval_strategy != "no" or training_args.eval_generation_steps > 0
+    if wants_eval:
+        if script_args.dataset_test_split not in dataset:
+            raise ValueError(
+                f"Evaluation is on but the dataset has no split {script_args.dataset_test_split!r}; it has "
+                f"{sorted(dataset)}. Set `dataset_test_split`, or `eval_strategy: no` and `eval_generation_steps: 0`."
+            )
+        evaluation = dataset[script_args.dataset_test_split]
+        if script_args.max_eval_samples is not None:
+            evaluation = evaluation.select(range(min(script_args.max_eval_samples, len(evaluation))))
+
+    def to_examples(split: Dataset) -> Dataset:
+        options = {"template": script_args.prompt_template, "max_images": script_args.max_images}
+        drop = [column for column in split.column_names if column not in ("sample_id", "images")]
+        return split.map(to_sft_example, fn_kwargs=options, remove_columns=drop, desc="Building SFT examples")
+
+    return to_examples(train), (to_examples(evaluation) if evaluation is not None else None)
+
+
+def load_model(model_args: ModelConfig, training_args: DrivingSFTConfig):
+    """`AutoModelForImageTextToText` with the dtype, attention and optional 4/8-bit quantization of `ModelConfig`."""
+    quantization_config = get_quantization_config(model_args)
+    dtype = model_args.dtype if model_args.dtype in (None, "auto") else getattr(torch, model_args.dtype)
+    model_kwargs = {
+        "revision": model_args.model_revision,
+        "trust_remote_code": training_args.trust_remote_code,
+        "attn_implementation": model_args.attn_implementation,
+        "dtype": dtype,
+        **(training_args.model_init_kwargs or {}),
+    }
+    if quantization_config is not None:
+        # bitsandbytes places the quantized weights itself: the whole model on this process's device.
+        model_kwargs["quantization_config"] = quantization_config
+        on_cpu = training_args.use_cpu or not torch.cuda.is_available()
+        model_kwargs["device_map"] = {"": "cpu" if on_cpu else PartialState().local_process_index}
+    return AutoModelForImageTextToText.from_pretrained(model_args.model_name_or_path, **model_kwargs)
+
+
+def _setup_logging(training_args: DrivingSFTConfig) -> None:
+    logging.basicConfig(
+        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
+        datefmt="%Y-%m-%d %H:%M:%S",
+        handlers=[logging.StreamHandler(sys.stdout)],
+    )
+    log_level = training_args.get_process_log_level()
+    logger.setLevel(log_level)
+    datasets.utils.logging.set_verbosity(log_level)
+    transformers.utils.logging.set_verbosity(log_level)
+    transformers.utils.logging.enable_default_handler()
+    transformers.utils.logging.enable_explicit_format()
+
+
+def train_sft(
+    script_args: DrivingScriptArguments, training_args: DrivingSFTConfig, model_args: ModelConfig
+) -> DrivingSFTTrainer:
+    """Run the SFT warm-up as configured by the three argument dataclasses (what `main` does after parsing)."""
+    set_seed(training_args.seed)
+    _setup_logging(training_args)
+    logger.info(f"Model parameters {model_args}")
+    logger.info(f"Script parameters {script_args}")
+
+    last_checkpoint = None
+    if os.path.isdir(training_args.output_dir):
+        last_checkpoint = get_last_checkpoint(training_args.output_dir)
+    if last_checkpoint is not None and training_args.resume_from_checkpoint is None:
+        logger.info(f"Checkpoint detected, resuming training at {last_checkpoint}.")
+
+    train_dataset, eval_dataset = load_sft_datasets(script_args, training_args)
+
+    processor = AutoProcessor.from_pretrained(
+        model_args.model_name_or_path,
+        revision=model_args.model_revision,
+        trust_remote_code=training_args.trust_remote_code,
+    )
+    apply_image_budget(processor, min_pixels=script_args.min_pixels, max_pixels=script_args.max_pixels)
+    model = load_model(model_args, training_args)
+
+    trainer = DrivingSFTTrainer(
+        model,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=processor,
+        peft_config=get_peft_config(model_args),
+        callbacks=[SaveDrivingConfigCallback(script_args)],
+    )
+
+    logger.info("*** Train ***")
+    checkpoint = training_args.resume_from_checkpoint or last_checkpoint
+    train_result = trainer.train(resume_from_checkpoint=checkpoint)
+    metrics = train_result.metrics
+    metrics["train_samples"] = len(train_dataset)
+    trainer.log_metrics("train", metrics)
+    trainer.save_metrics("train", metrics)
+    trainer.save_state()
+
+    logger.info("*** Save model ***")
+    trainer.save_model(training_args.output_dir)  # the Trainer saves the processor with the weights
+    if trainer.accelerator.is_main_process:
+        save_driving_config(training_args.output_dir, script_args)
+        trainer.create_model_card(
+            dataset_name=script_args.dataset_name, tags=["alphadrive", "driving", "sft", "vision-language"]
+        )
+    logger.info(f"Model, processor and driving config saved to {training_args.output_dir}")
+
+    if training_args.push_to_hub:
+        logger.info("Pushing to hub...")
+        trainer.push_to_hub(dataset_name=script_args.dataset_name, tags=["alphadrive", "driving", "sft"])
+    return trainer
+
+
+def make_parser() -> TrlParser:
+    return TrlParser((DrivingScriptArguments, DrivingSFTConfig, ModelConfig))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`alphadrive-sft --config recipe.yaml [--flag value ...]`: CLI flags override the recipe."""
+    script_args, training_args, model_args = make_parser().parse_args_and_config(args=argv)
+    trainer = train_sft(script_args, training_args, model_args)
+    if hasattr(trainer, "end"):  # transformers >= 5.18: finish trackers, destroy the process group
+        trainer.end()
+
+
+if __name__ == "__main__":
+    main()

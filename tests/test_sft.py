@@ -1,0 +1,176 @@
+"""DrivingSFTTrainer and the `alphadrive-sft` entry point, end to end with tiny models on CPU."""
+
+import json
+import os
+
+import pytest
+import torch
+from transformers import AutoModelForImageTextToText, AutoProcessor
+
+from alphadrive_trl.configs import DRIVING_CONFIG_NAME, DrivingScriptArguments, DrivingSFTConfig
+from alphadrive_trl.sft import GENERATION_METRICS, DrivingSFTTrainer, load_sft_datasets, main
+
+
+def sft_argv(model_dir, dataset_dir, output_dir, *extra):
+    return [
+        "--model_name_or_path", model_dir,
+        "--dataset_name", dataset_dir,
+        "--output_dir", str(output_dir),
+        "--use_cpu", "true",
+        "--bf16", "false",
+        "--gradient_checkpointing", "false",
+        "--per_device_train_batch_size", "8",
+        "--learning_rate", "5e-3",
+        "--lr_scheduler_type", "constant",
+        "--logging_steps", "1",
+        "--report_to", "none",
+        "--seed", "0",
+        *extra,
+    ]  # fmt: skip
+
+
+def logged(output_dir, key):
+    with open(os.path.join(output_dir, "trainer_state.json")) as f:
+        return [entry[key] for entry in json.load(f)["log_history"] if key in entry]
+
+
+@pytest.mark.slow
+def test_sft_end_to_end_loss_falls_and_checkpoint_reloads(tiny_model_dir, tiny_dataset_dir, tmp_path):
+    out = tmp_path / "sft"
+    main(
+        sft_argv(
+            tiny_model_dir, tiny_dataset_dir, out,
+            "--max_steps", "12",
+            "--save_steps", "6",
+            "--eval_generation_steps", "12",
+            "--eval_generation_samples", "4",
+            "--eval_max_new_tokens", "8",
+            "--max_pixels", str(56 * 56),
+        )
+    )  # fmt: skip
+    losses = logged(out, "loss")
+    assert len(losses) == 12
+    assert sum(losses[-3:]) / 3 < 0.8 * sum(losses[:3]) / 3, losses
+
+    # Generation metrics were logged through the trainer's log at step 12, each a share in [0, 1].
+    for name in GENERATION_METRICS:
+        values = logged(out, name)
+        assert len(values) == 1 and 0.0 <= values[0] <= 1.0
+
+    # The output dir (and every checkpoint) is a complete, loadable model: weights, processor, driving config, card.
+    for directory in (out, out / "checkpoint-6"):
+        model = AutoModelForImageTextToText.from_pretrained(directory)
+        processor = AutoProcessor.from_pretrained(directory)
+        assert type(model).__name__ == "Qwen2_5_VLForConditionalGeneration"
+        assert processor.image_processor.size["longest_edge"] == 56 * 56
+        with open(directory / DRIVING_CONFIG_NAME) as f:
+            assert json.load(f) == {
+                "prompt_template": "default",
+                "min_pixels": None,
+                "max_pixels": 3136,
+                "max_images": None,
+            }
+    assert (out / "README.md").is_file()
+    trained = AutoModelForImageTextToText.from_pretrained(out).state_dict()
+    initial = AutoModelForImageTextToText.from_pretrained(tiny_model_dir).state_dict()
+    assert not torch.equal(trained["lm_head.weight"], initial["lm_head.weight"])
+
+
+@pytest.mark.slow
+def test_lora_run_trains_only_adapters(tiny_model_dir, tiny_dataset_dir, tmp_path):
+    out = tmp_path / "lora"
+    main(
+        sft_argv(
+            tiny_model_dir, tiny_dataset_dir, out,
+            "--max_steps", "6",
+            "--save_strategy", "no",
+            "--use_peft", "true",
+            "--lora_r", "8",
+            "--lora_alpha", "16",
+            "--lora_target_modules", "q_proj", "v_proj",
+        )
+    )  # fmt: skip
+    losses = logged(out, "loss")
+    assert len(losses) == 6 and losses[-1] < losses[0]
+    with open(out / "adapter_config.json") as f:
+        adapter = json.load(f)
+    assert adapter["r"] == 8 and set(adapter["target_modules"]) == {"q_proj", "v_proj"}
+    assert (out / "adapter_model.safetensors").is_file()
+    assert (out / DRIVING_CONFIG_NAME).is_file()
+    # The adapter loads on top of the base model through transformers' PEFT integration.
+    model = AutoModelForImageTextToText.from_pretrained(out)
+    assert any("lora_A" in name for name, _ in model.named_parameters())
+
+
+def sft_rows(tiny_dataset_dir, split="test", stage=None, **script):
+    script_args = DrivingScriptArguments(dataset_name=tiny_dataset_dir, stage=stage, **script)
+    return load_sft_datasets(script_args, DrivingSFTConfig("unused", use_cpu=True, bf16=False, eval_strategy="steps"))
+
+
+def test_datasets_follow_stage_split_and_limits(tiny_dataset_dir):
+    train, test = sft_rows(tiny_dataset_dir)
+    assert (len(train), len(test)) == (48, 16)
+    assert set(train.column_names) == {"sample_id", "images", "prompt", "completion"}
+    sft_part, _ = sft_rows(tiny_dataset_dir, stage="sft", sft_fraction=0.25)
+    grpo_part, _ = sft_rows(tiny_dataset_dir, stage="grpo", sft_fraction=0.25)
+    assert (len(sft_part), len(grpo_part)) == (12, 36)
+    assert not set(sft_part["sample_id"]) & set(grpo_part["sample_id"])
+    few, few_test = sft_rows(tiny_dataset_dir, max_train_samples=5, max_eval_samples=3, max_images=1)
+    assert (len(few), len(few_test)) == (5, 3)
+    assert {len(images) for images in few["images"]} == {1}
+
+
+def test_missing_eval_split_is_a_clear_error(tiny_dataset_dir):
+    with pytest.raises(ValueError, match="no split 'validation'"):
+        sft_rows(tiny_dataset_dir, dataset_test_split="validation")
+
+
+@pytest.fixture(scope="module")
+def trainer(tiny_model_dir, tiny_dataset_dir, tmp_path_factory):
+    train, test = sft_rows(tiny_dataset_dir)
+    args = DrivingSFTConfig(
+        str(tmp_path_factory.mktemp("trainer")), use_cpu=True, bf16=False, report_to="none",
+        per_device_eval_batch_size=3, eval_max_new_tokens=4,
+    )  # fmt: skip
+    model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir)
+    processor = AutoProcessor.from_pretrained(tiny_model_dir)
+    return DrivingSFTTrainer(model, args=args, train_dataset=train, eval_dataset=test, processing_class=processor)
+
+
+def test_generation_metrics_score_strict_answers(trainer, monkeypatch):
+    rows = trainer.eval_dataset.select(range(5))
+    references = [r["completion"][0]["content"][0]["text"] for r in rows]
+    truth = [text.split("<answer>")[1].split("</answer>")[0].strip().split(", ") for text in references]
+    other_speed = {"STOP": "KEEP", "KEEP": "STOP", "DECELERATE": "STOP"}
+    answers = [
+        f"<think> ok </think> <answer> {truth[0][0]}, {truth[0][1]} </answer>",  # both right
+        f"<answer> {other_speed[truth[1][0]]}, {truth[1][1]} </answer>",  # path right only
+        "<answer> KEEP, STOP </answer>",  # no PATH word: not parseable
+        f"<answer> {truth[3][0]}, {truth[3][1]}",  # unclosed block: not parseable
+        f"<answer>{truth[4][0]},{truth[4][1]}</answer>",  # both right, tight spacing
+    ]
+    served = iter(answers)
+    monkeypatch.setattr(trainer, "_generate", lambda model, processor, examples: [next(served) for _ in examples])
+    metrics = trainer.generation_metrics(rows)
+    assert metrics == {
+        "eval_parse_rate": 3 / 5,
+        "eval_speed_accuracy": 2 / 5,
+        "eval_path_accuracy": 3 / 5,
+        "eval_planning_accuracy": 2 / 5,
+    }
+
+
+def test_generation_metrics_with_the_real_model_and_logging(trainer):
+    trainer.model.train()
+    metrics = trainer.log_generation_metrics(trainer.eval_dataset.select(range(4)))
+    assert set(metrics) == set(GENERATION_METRICS)
+    assert all(0.0 <= value <= 1.0 for value in metrics.values())
+    assert trainer.state.log_history[-1]["eval_parse_rate"] == metrics["eval_parse_rate"]
+    assert trainer.model.training  # generation switched to eval mode and back
+
+
+def test_generation_steps_need_an_eval_dataset(tiny_model_dir, tiny_dataset_dir, tmp_path):
+    train, _ = sft_rows(tiny_dataset_dir)
+    args = DrivingSFTConfig(str(tmp_path), use_cpu=True, bf16=False, eval_generation_steps=5)
+    with pytest.raises(ValueError, match="eval_generation_steps"):
+        DrivingSFTTrainer(tiny_model_dir, args=args, train_dataset=train)
