@@ -1,0 +1,328 @@
+"""AlphaDrive stage 2: GRPO with the driving rewards, from the SFT warm-up checkpoint.
+
+`DrivingGRPOTrainer` is `trl.GRPOTrainer` with two additions:
+
+- the reward functions come from the recipe by name (`DrivingGRPOConfig.reward_funcs`, resolved through
+  `alphadrive_trl.rewards.get_reward_funcs` with the recipe's options) when none are passed;
+- every logging step it also logs driving metrics of the *sampled* completions, next to TRL's `rewards/<name>/mean`:
+
+  | metric | meaning |
+  |---|---|
+  | `driving/speed_accuracy`, `driving/path_accuracy` | share of completions whose strictly parsed answer has the right word on that axis |
+  | `driving/plan_accuracy` | both axes right |
+  | `driving/answer_rate` | share of completions with a strictly parseable `<answer> SPEED, PATH </answer>` |
+  | `driving/format_rate` | share passing `format_reward` (`<think>…</think> <answer>…</answer>` and nothing else) |
+  | `driving/frac_groups_zero_reward_std` | share of prompt groups whose total rewards are all equal: no advantage, no learning signal |
+  | `driving/distinct_plans_per_group` | mean number of different valid plans among a prompt's completions (multimodal planning) |
+
+The metrics hook is `_calculate_rewards`, TRL's narrowest place that sees the completions, the dataset columns and
+the rewards gathered from every process (so prompt groups are whole even when split across processes). It calls the
+parent and then appends to TRL's own `self._metrics[mode]`, which TRL averages and clears at each log.
+
+`main()` is the `alphadrive-grpo` / `python -m alphadrive_trl.grpo` entry point (open-r1 layout): parse → seed →
+rewards (a wrong name fails here, before anything loads) → last checkpoint → dataset (GRPO part when
+`stage: grpo`) → prompts → processor with the image budget → trainer (model + optional LoRA/QLoRA) → train → save
+model, processor and `alphadrive_config.json` → model card.
+
+Example:
+    python -m alphadrive_trl.grpo --config recipes/tiny-qwen2.5-vl/grpo/config_demo.yaml
+    accelerate launch --config_file recipes/accelerate_configs/zero2.yaml --num_processes 8 \\
+        -m alphadrive_trl.grpo --config recipes/Qwen2-VL-2B-Instruct/grpo/config_alphadrive.yaml
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import datasets
+import torch
+import transformers
+from transformers import AutoProcessor, TrainerCallback, set_seed
+from transformers.trainer_utils import get_last_checkpoint
+from trl import GRPOTrainer, ModelConfig, TrlParser, get_peft_config
+from trl.trainer.utils import nanstd
+
+from .actions import ALL_PLANS, completion_to_text, parse_answer_strict
+from .configs import DrivingGRPOConfig, DrivingScriptArguments, save_driving_config
+from .data import apply_image_budget, load_driving_dataset, split_for_stages
+from .prompts import to_grpo_example
+from .rewards import format_reward, get_reward_funcs
+from .sft import SaveDrivingConfigCallback, load_model
+
+logger = logging.getLogger(__name__)
+
+DRIVING_METRICS: tuple[str, ...] = (
+    "driving/speed_accuracy",
+    "driving/path_accuracy",
+    "driving/plan_accuracy",
+    "driving/answer_rate",
+    "driving/format_rate",
+    "driving/frac_groups_zero_reward_std",
+    "driving/distinct_plans_per_group",
+)
+_PLAN_INDEX = {plan: index for index, plan in enumerate(ALL_PLANS)}
+# Columns of the per-completion statistics tensor built by `completion_statistics`.
+_SPEED_OK, _PATH_OK, _FORMAT_OK, _PLAN = range(4)
+
+
+def ground_truth_plan(row: dict[str, Any]) -> tuple[str | None, str | None]:
+    """The reference `(speed, path)` of a dataset row: the `speed_action` / `path_action` columns, else the published
+    `solution` column (`<answer> SPEED, PATH </answer>`); `(None, None)` when the row has neither."""
+    speed, path = row.get("speed_action"), row.get("path_action")
+    if speed and path:
+        return speed, path
+    parsed = parse_answer_strict(row.get("solution"))
+    return parsed if parsed is not None else (None, None)
+
+
+def completion_statistics(completions: Sequence[Any], rows: Sequence[dict[str, Any]]) -> torch.Tensor:
+    """One row per completion: `[speed_correct, path_correct, format_ok, plan_index]` as floats.
+
+    Correctness uses the strict parse (as evaluation does), so a hedging answer is wrong; it is NaN when the row has no
+    ground truth. `plan_index` is the position of the parsed plan in `ALL_PLANS`, or -1 when the answer does not
+    parse.
+
+    Example:
+        >>> completion_statistics(
+        ...     ["<think> red light </think> <answer> STOP, STRAIGHT </answer>", "<answer> KEEP </answer>"],
+        ...     [{"speed_action": "STOP", "path_action": "STRAIGHT"}] * 2,
+        ... ).tolist()
+        [[1.0, 1.0, 1.0, 15.0], [0.0, 0.0, 0.0, -1.0]]
+    """
+    formats = format_reward(completions=completions)
+    stats = torch.empty(len(completions), 4, dtype=torch.float32)
+    for i, (completion, row, format_ok) in enumerate(zip(completions, rows, formats, strict=True)):
+        plan = parse_answer_strict(completion_to_text(completion))
+        speed, path = ground_truth_plan(row)
+        stats[i, _FORMAT_OK] = float(format_ok or 0.0)
+        stats[i, _PLAN] = _PLAN_INDEX[plan] if plan is not None else -1
+        if speed is None:
+            stats[i, _SPEED_OK] = stats[i, _PATH_OK] = float("nan")
+        else:
+            stats[i, _SPEED_OK] = float(plan is not None and plan[0] == speed)
+            stats[i, _PATH_OK] = float(plan is not None and plan[1] == path)
+    return stats
+
+
+def driving_metrics(stats: torch.Tensor, total_rewards: torch.Tensor, num_generations: int) -> dict[str, float]:
+    """Aggregate `completion_statistics` of a whole generation batch (every process, groups of `num_generations`
+    consecutive completions of one prompt) and their summed rewards into the `DRIVING_METRICS` values.
+
+    Example:
+        >>> stats = torch.tensor([[1.0, 1.0, 1.0, 15.0], [0.0, 1.0, 0.0, 0.0], [1.0, 0.0, 1.0, 3.0], [1.0, 0.0, 1.0, 3.0]])
+        >>> m = driving_metrics(stats, torch.tensor([2.0, 1.0, 1.5, 1.5]), num_generations=2)
+        >>> m["driving/distinct_plans_per_group"], m["driving/frac_groups_zero_reward_std"]
+        (1.5, 0.5)
+    """
+    stats = stats.float().cpu()
+    speed_ok, path_ok = stats[:, _SPEED_OK], stats[:, _PATH_OK]
+    plans = stats[:, _PLAN].long().view(-1, num_generations)
+    # A group with fewer than two scorable completions has no spread either (nanstd gives NaN there).
+    group_std = nanstd(total_rewards.float().cpu().view(-1, num_generations), dim=1).nan_to_num(nan=0.0)
+    distinct = [len({p for p in group.tolist() if p >= 0}) for group in plans]
+    return {
+        "driving/speed_accuracy": torch.nanmean(speed_ok).item(),
+        "driving/path_accuracy": torch.nanmean(path_ok).item(),
+        "driving/plan_accuracy": torch.nanmean(speed_ok * path_ok).item(),
+        "driving/answer_rate": (stats[:, _PLAN] >= 0).float().mean().item(),
+        "driving/format_rate": stats[:, _FORMAT_OK].mean().item(),
+        "driving/frac_groups_zero_reward_std": torch.isclose(group_std, torch.zeros_like(group_std))
+        .float()
+        .mean()
+        .item(),
+        "driving/distinct_plans_per_group": sum(distinct) / len(distinct),
+    }
+
+
+class DrivingGRPOTrainer(GRPOTrainer):
+    """`trl.GRPOTrainer` with the driving rewards from the recipe and driving metrics in the logs.
+
+    Args:
+        model: model id/path or model, as for `trl.GRPOTrainer`.
+        reward_funcs: reward callables (or reward-model ids) as for `trl.GRPOTrainer`; `None` builds them from
+            `args.reward_funcs` (registry names) and `args.reward_options()`.
+        args: a `DrivingGRPOConfig` (a plain `GRPOConfig` works when `reward_funcs` is given).
+        **kwargs: everything else `trl.GRPOTrainer` takes (datasets, `processing_class`, `peft_config`, ...).
+
+    Example:
+        >>> trainer = DrivingGRPOTrainer(  # doctest: +SKIP
+        ...     "outputs/demo-sft",
+        ...     args=DrivingGRPOConfig("outputs/demo-grpo", reward_funcs=["speed_planning", "path_planning", "format"]),
+        ...     train_dataset=dataset.map(to_grpo_example),
+        ... )
+    """
+
+    def __init__(self, model, reward_funcs=None, args=None, **kwargs):
+        if reward_funcs is None:
+            if not isinstance(args, DrivingGRPOConfig):
+                raise ValueError("Pass `reward_funcs`, or a `DrivingGRPOConfig` whose `reward_funcs` names them.")
+            reward_funcs = get_reward_funcs(args.reward_funcs, **args.reward_options())
+        super().__init__(model, reward_funcs=reward_funcs, args=args, **kwargs)
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        mode = "train" if self.model.training else "eval"
+        num_generations = self.num_generations if mode == "train" else self.num_generations_eval
+        # Every process computes its own completions' statistics; the gather makes prompt groups whole again, in the
+        # same order as the gathered rewards.
+        local_stats = completion_statistics(completions, inputs).to(self.accelerator.device)
+        stats = self.accelerator.gather(local_stats)
+        weights = self.reward_weights.to(rewards_per_func.device)
+        total_rewards = (rewards_per_func * weights.unsqueeze(0)).nansum(dim=1)
+        total_rewards[torch.isnan(rewards_per_func).all(dim=1)] = torch.nan
+        for name, value in driving_metrics(stats, total_rewards, num_generations).items():
+            self._metrics[mode][name].append(value)
+        return rewards_per_func
+
+
+def load_grpo_datasets(script_args: DrivingScriptArguments, training_args: DrivingGRPOConfig):
+    """The train (and, when evaluating, eval) datasets in TRL's conversational GRPO form.
+
+    With `stage: grpo` the train split is the part the SFT warm-up did not see (`split_for_stages`, same fraction and
+    seed as the SFT recipe). Rows keep their ground-truth columns; TRL passes them to the rewards.
+    """
+    dataset = load_driving_dataset(script_args.dataset_name, validate=script_args.validate_dataset)
+    if script_args.dataset_train_split not in dataset:
+        raise ValueError(
+            f"Dataset {script_args.dataset_name!r} has no split {script_args.dataset_train_split!r}; it has "
+            f"{sorted(dataset)}. Set `dataset_train_split`."
+        )
+    train = dataset[script_args.dataset_train_split]
+    if script_args.stage == "grpo":
+        sft_part, train = split_for_stages(train, script_args.sft_fraction, seed=script_args.split_seed)
+        logger.info(f"Stage grpo: {len(train)} rows for GRPO, {len(sft_part)} held by the SFT warm-up.")
+    elif script_args.stage == "sft":
+        logger.warning("`stage: sft` in a GRPO run trains on the SFT part of the split; use `stage: grpo`.")
+        train, _ = split_for_stages(train, script_args.sft_fraction, seed=script_args.split_seed)
+    if script_args.max_train_samples is not None:
+        train = train.select(range(min(script_args.max_train_samples, len(train))))
+
+    evaluation = None
+    if training_args.eval_strategy != "no":
+        if script_args.dataset_test_split not in dataset:
+            raise ValueError(
+                f"Evaluation is on but the dataset has no split {script_args.dataset_test_split!r}; it has "
+                f"{sorted(dataset)}. Set `dataset_test_split` or `eval_strategy: no`."
+            )
+        evaluation = dataset[script_args.dataset_test_split]
+        if script_args.max_eval_samples is not None:
+            evaluation = evaluation.select(range(min(script_args.max_eval_samples, len(evaluation))))
+
+    def to_conversations(split):
+        options = {"template": script_args.prompt_template, "max_images": script_args.max_images}
+        # Keep exactly the columns `to_grpo_example` returns (prompt, images and the ground truth).
+        keep = set(to_grpo_example(split[0], **options))
+        drop = [column for column in split.column_names if column not in keep]
+        return split.map(to_grpo_example, fn_kwargs=options, remove_columns=drop, desc="Building GRPO prompts")
+
+    return to_conversations(train), (to_conversations(evaluation) if evaluation is not None else None)
+
+
+def _setup_logging(training_args: DrivingGRPOConfig) -> None:
+    logging.basicConfig(
+        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
+        datefmt="%Y-%m-%d %H:%M:%S",
+        handlers=[logging.StreamHandler(sys.stdout)],
+    )
+    log_level = training_args.get_process_log_level()
+    logger.setLevel(log_level)
+    datasets.utils.logging.set_verbosity(log_level)
+    transformers.utils.logging.set_verbosity(log_level)
+    transformers.utils.logging.enable_default_handler()
+    transformers.utils.logging.enable_explicit_format()
+
+
+def train_grpo(
+    script_args: DrivingScriptArguments,
+    training_args: DrivingGRPOConfig,
+    model_args: ModelConfig,
+    callbacks: list[TrainerCallback] | None = None,
+) -> DrivingGRPOTrainer:
+    """Run GRPO as configured by the three argument dataclasses (what `main` does after parsing), with optional extra
+    trainer callbacks. Returns the trainer; its `state.log_history` holds every logged reward and driving metric."""
+    set_seed(training_args.seed)
+    _setup_logging(training_args)
+    logger.info(f"Model parameters {model_args}")
+    logger.info(f"Script parameters {script_args}")
+
+    # Rewards first: a misspelt name fails in a second, before the dataset and the model load.
+    reward_funcs = get_reward_funcs(training_args.reward_funcs, **training_args.reward_options())
+    if training_args.reward_weights is not None and len(training_args.reward_weights) != len(reward_funcs):
+        raise ValueError(
+            f"`reward_weights` has {len(training_args.reward_weights)} values for {len(reward_funcs)} rewards "
+            f"({', '.join(training_args.reward_funcs)}); give one weight per reward, in the same order."
+        )
+
+    last_checkpoint = None
+    if os.path.isdir(training_args.output_dir):
+        last_checkpoint = get_last_checkpoint(training_args.output_dir)
+    if last_checkpoint is not None and training_args.resume_from_checkpoint is None:
+        logger.info(f"Checkpoint detected, resuming training at {last_checkpoint}.")
+
+    train_dataset, eval_dataset = load_grpo_datasets(script_args, training_args)
+
+    processor = AutoProcessor.from_pretrained(
+        model_args.model_name_or_path,
+        revision=model_args.model_revision,
+        trust_remote_code=training_args.trust_remote_code,
+        padding_side="left",  # generation appends on the right
+    )
+    apply_image_budget(processor, min_pixels=script_args.min_pixels, max_pixels=script_args.max_pixels)
+
+    # Loaded like the SFT stage does (dtype, attention, 4-bit placement for QLoRA); TRL builds the KL reference from
+    # the same path when beta > 0 without LoRA, and disables the adapter for it with LoRA.
+    model = load_model(model_args, training_args)
+
+    trainer = DrivingGRPOTrainer(
+        model=model,
+        reward_funcs=reward_funcs,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=processor,
+        peft_config=get_peft_config(model_args),
+        callbacks=[SaveDrivingConfigCallback(script_args), *(callbacks or [])],
+    )
+
+    logger.info("*** Train ***")
+    checkpoint = training_args.resume_from_checkpoint or last_checkpoint
+    train_result = trainer.train(resume_from_checkpoint=checkpoint)
+    metrics = train_result.metrics
+    metrics["train_samples"] = len(train_dataset)
+    trainer.log_metrics("train", metrics)
+    trainer.save_metrics("train", metrics)
+    trainer.save_state()
+
+    logger.info("*** Save model ***")
+    trainer.save_model(training_args.output_dir)  # the Trainer saves the processor with the weights
+    if trainer.accelerator.is_main_process:
+        save_driving_config(training_args.output_dir, script_args)
+        trainer.create_model_card(
+            dataset_name=script_args.dataset_name, tags=["alphadrive", "driving", "grpo", "vision-language"]
+        )
+    logger.info(f"Model, processor and driving config saved to {training_args.output_dir}")
+
+    if training_args.push_to_hub:
+        logger.info("Pushing to hub...")
+        trainer.push_to_hub(dataset_name=script_args.dataset_name, tags=["alphadrive", "driving", "grpo"])
+    return trainer
+
+
+def make_parser() -> TrlParser:
+    return TrlParser((DrivingScriptArguments, DrivingGRPOConfig, ModelConfig))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`alphadrive-grpo --config recipe.yaml [--flag value ...]`: CLI flags override the recipe."""
+    script_args, training_args, model_args = make_parser().parse_args_and_config(args=argv)
+    trainer = train_grpo(script_args, training_args, model_args)
+    if hasattr(trainer, "end"):  # transformers >= 5.18: finish trackers, destroy the process group
+        trainer.end()
+
+
+if __name__ == "__main__":
+    main()

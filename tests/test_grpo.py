@@ -1,0 +1,331 @@
+"""DrivingGRPOTrainer: driving metrics (exact values), reward wiring, LoRA + KL, saving, resume, distributed launches."""
+
+from __future__ import annotations
+
+import doctest
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from alphadrive_trl import grpo
+from alphadrive_trl.actions import ALL_PLANS, completion_to_text
+from alphadrive_trl.grpo import DRIVING_METRICS, DrivingGRPOTrainer, completion_statistics, driving_metrics
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_RECIPE = REPO / "recipes" / "tiny-qwen2.5-vl" / "grpo" / "config_demo.yaml"
+CONFIGURED_REWARDS = ("speed_planning", "path_planning", "format")
+NAN = float("nan")
+
+
+def plan_index(speed: str, path: str) -> float:
+    return float(ALL_PLANS.index((speed, path)))
+
+
+def assert_rows(actual: torch.Tensor, expected: list[list[float]]) -> None:
+    assert actual.shape == (len(expected), 4)
+    for got, want in zip(actual.tolist(), expected):
+        for g, w in zip(got, want):
+            assert (math.isnan(g) and math.isnan(w)) or g == w, (got, want)
+
+
+def test_doctests():
+    assert doctest.testmod(grpo, optionflags=doctest.ELLIPSIS).failed == 0
+
+
+# --- per-completion statistics and their aggregation (hand-worked values) -------------------------------------------
+
+
+def test_completion_statistics_every_form():
+    truth = {"speed_action": "STOP", "path_action": "LEFT_TURN"}
+    completions = [
+        "<think> red light </think> <answer> STOP, LEFT_TURN </answer>",  # right, well formatted
+        [{"role": "assistant", "content": "<think> x </think> <answer> KEEP, LEFT_TURN </answer>"}],  # path right only
+        "<answer> STOP, LEFT_TURN </answer>",  # right answer, no <think>: format 0
+        "<think> ? </think> <answer> STOP, KEEP, LEFT_TURN </answer>",  # hedging: no strict parse, wrong on both
+        "STOP LEFT_TURN",  # no answer block
+        "",
+        "<think> a </think> <answer> left turn, stop </answer>",  # either order, normalised case
+    ]
+    stats = completion_statistics(completions, [truth] * len(completions))
+    left_stop = plan_index("STOP", "LEFT_TURN")
+    assert_rows(
+        stats,
+        [
+            [1.0, 1.0, 1.0, left_stop],
+            [0.0, 1.0, 1.0, plan_index("KEEP", "LEFT_TURN")],
+            [1.0, 1.0, 0.0, left_stop],
+            [0.0, 0.0, 1.0, -1.0],
+            [0.0, 0.0, 0.0, -1.0],
+            [0.0, 0.0, 0.0, -1.0],
+            [1.0, 1.0, 1.0, left_stop],
+        ],
+    )
+
+
+def test_completion_statistics_ground_truth_sources():
+    rows = [
+        {"solution": "<answer> DECELERATE, RIGHT_CHANGE </answer>"},  # the published format
+        {"speed_action": "KEEP", "path_action": "STRAIGHT", "solution": "<answer> STOP, LEFT_TURN </answer>"},
+        {"sample_id": "no-labels"},  # no ground truth: accuracy NaN, format and plan still counted
+    ]
+    completion = "<think> t </think> <answer> DECELERATE, RIGHT_CHANGE </answer>"
+    stats = completion_statistics([completion] * 3, rows)
+    plan = plan_index("DECELERATE", "RIGHT_CHANGE")
+    assert_rows(stats, [[1.0, 1.0, 1.0, plan], [0.0, 0.0, 1.0, plan], [NAN, NAN, 1.0, plan]])
+
+
+def test_driving_metrics_hand_worked():
+    keep_straight, stop_straight = plan_index("KEEP", "STRAIGHT"), plan_index("STOP", "STRAIGHT")
+    # Two groups of 3 (ground truth STOP, STRAIGHT for both).
+    stats = torch.tensor(
+        [
+            [1.0, 1.0, 1.0, stop_straight],
+            [0.0, 1.0, 1.0, keep_straight],
+            [0.0, 0.0, 0.0, -1.0],  # unparseable: not a plan
+            [1.0, 1.0, 1.0, stop_straight],
+            [1.0, 1.0, 1.0, stop_straight],
+            [1.0, 1.0, 0.0, stop_straight],
+        ]
+    )
+    rewards = torch.tensor([2.8, 1.8, 0.0, 2.0, 2.0, 2.0])  # the second group has no reward variance
+    metrics = driving_metrics(stats, rewards, num_generations=3)
+    assert set(metrics) == set(DRIVING_METRICS)
+    assert metrics["driving/speed_accuracy"] == pytest.approx(4 / 6)
+    assert metrics["driving/path_accuracy"] == pytest.approx(5 / 6)
+    assert metrics["driving/plan_accuracy"] == pytest.approx(4 / 6)
+    assert metrics["driving/answer_rate"] == pytest.approx(5 / 6)
+    assert metrics["driving/format_rate"] == pytest.approx(4 / 6)
+    assert metrics["driving/frac_groups_zero_reward_std"] == 0.5
+    assert metrics["driving/distinct_plans_per_group"] == 1.5  # {STOP,KEEP} then {STOP}
+
+
+def test_driving_metrics_nan_ground_truth_and_unscorable_rewards():
+    stats = torch.tensor([[NAN, NAN, 1.0, 3.0], [NAN, NAN, 0.0, 3.0], [1.0, 0.0, 1.0, 4.0], [0.0, 0.0, 1.0, 5.0]])
+    # First group: one completion unscorable (NaN total) -> the other alone has zero spread.
+    metrics = driving_metrics(stats, torch.tensor([NAN, 1.0, 0.5, 1.5]), num_generations=2)
+    assert metrics["driving/speed_accuracy"] == 0.5  # NaN rows are left out
+    assert metrics["driving/path_accuracy"] == 0.0
+    assert metrics["driving/distinct_plans_per_group"] == 1.5
+    assert metrics["driving/frac_groups_zero_reward_std"] == 0.5
+
+
+# --- errors before anything loads -----------------------------------------------------------------------------------
+
+
+def test_wrong_reward_name_fails_with_valid_names_before_loading(tmp_path):
+    argv = [
+        "--config", str(DEMO_RECIPE),
+        "--model_name_or_path", str(tmp_path / "no-model"),
+        "--dataset_name", str(tmp_path / "no-data"),
+        "--output_dir", str(tmp_path / "out"),
+        "--reward_funcs", "speed_planning", "path_planing",
+        "--reward_weights", "1.0", "1.0",
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match=r"'path_planing'.*valid names: .*speed_planning, path_planning") as err:
+        grpo.main(argv)
+    assert "format" in str(err.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_reward_weights_must_match_rewards(tmp_path):
+    argv = [
+        "--config", str(DEMO_RECIPE),
+        "--model_name_or_path", str(tmp_path / "no-model"),
+        "--output_dir", str(tmp_path / "out"),
+        "--reward_weights", "1.0", "2.0",
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match=r"`reward_weights` has 2 values for 3 rewards"):
+        grpo.main(argv)
+
+
+def test_trainer_needs_a_reward_source(tmp_path):
+    from trl import GRPOConfig
+
+    with pytest.raises(ValueError, match="Pass `reward_funcs`, or a `DrivingGRPOConfig`"):
+        DrivingGRPOTrainer("unused", args=GRPOConfig(str(tmp_path), use_cpu=True, bf16=False))
+
+
+# --- end-to-end training runs (tiny model, few steps) ---------------------------------------------------------------
+
+
+def grpo_argv(model_dir: str, dataset_dir: str, output_dir: Path, *extra: str) -> list[str]:
+    """The demo recipe shrunk to a few cheap steps: 1 prompt x 4 generations per step, 8 new tokens."""
+    return [
+        "--config", str(DEMO_RECIPE),
+        "--model_name_or_path", model_dir,
+        "--dataset_name", dataset_dir,
+        "--output_dir", str(output_dir),
+        "--per_device_train_batch_size", "4",
+        "--num_generations", "4",
+        "--max_completion_length", "8",
+        "--max_steps", "2",
+        "--logging_steps", "1",
+        "--save_strategy", "no",
+        "--disable_tqdm", "true",
+        "--log_level", "warning",
+        *extra,
+    ]  # fmt: skip
+
+
+def run_grpo(argv: list[str], callbacks=None) -> DrivingGRPOTrainer:
+    script_args, training_args, model_args = grpo.make_parser().parse_args_and_config(args=argv)
+    return grpo.train_grpo(script_args, training_args, model_args, callbacks=callbacks)
+
+
+def step_logs(log_history: list[dict]) -> dict[int, dict]:
+    return {entry["step"]: entry for entry in log_history if "loss" in entry}
+
+
+@pytest.mark.slow
+def test_main_logs_rewards_and_driving_metrics_and_saves_everything(tiny_model_dir, tiny_dataset_dir, tmp_path):
+    out = tmp_path / "grpo"
+    grpo.main(grpo_argv(tiny_model_dir, tiny_dataset_dir, out, "--save_strategy", "steps", "--save_steps", "1"))
+
+    state = json.loads((out / "trainer_state.json").read_text())
+    logs = step_logs(state["log_history"])
+    assert sorted(logs) == [1, 2]
+    for entry in logs.values():  # every logging step carries every reward and every driving metric
+        for name in CONFIGURED_REWARDS:
+            assert 0.0 <= entry[f"rewards/{name}/mean"] <= 1.0
+        for name in DRIVING_METRICS:
+            assert name in entry and entry[name] is not None
+        assert 0.0 <= entry["driving/distinct_plans_per_group"] <= 4
+        assert entry["kl"] is not None and entry["kl"] >= 0.0
+    for directory in (out, out / "checkpoint-2"):  # checkpoints keep the processor and the driving config
+        assert (directory / "model.safetensors").is_file()
+        assert (directory / "processor_config.json").is_file() and (directory / "tokenizer.json").is_file()
+        assert json.loads((directory / "alphadrive_config.json").read_text())["prompt_template"] == "default"
+    assert "alphadrive" in (out / "README.md").read_text()
+
+
+def length_reward(completions, **kwargs):
+    """Signal on random text: completions differ in length, so every group has reward variance and a gradient."""
+    return [len(completion_to_text(c)) / 100.0 for c in completions]
+
+
+@pytest.mark.slow
+def test_lora_with_kl_uses_adapter_disabled_reference(tiny_model_dir, tiny_dataset_dir, tmp_path):
+    from peft import LoraConfig, PeftModel
+
+    from alphadrive_trl.configs import DrivingGRPOConfig
+    from alphadrive_trl.rewards import get_reward_funcs
+
+    script_args, training_args, _ = grpo.make_parser().parse_args_and_config(
+        args=grpo_argv(tiny_model_dir, tiny_dataset_dir, tmp_path / "lora", "--max_steps", "3")
+    )
+    assert isinstance(training_args, DrivingGRPOConfig) and training_args.beta == 0.04
+    train, _ = grpo.load_grpo_datasets(script_args, training_args)
+    rewards = get_reward_funcs(training_args.reward_funcs, **training_args.reward_options()) + [length_reward]
+    training_args.reward_weights = [1.0, 1.0, 1.0, 1.0]
+    trainer = DrivingGRPOTrainer(
+        tiny_model_dir,
+        reward_funcs=rewards,
+        args=training_args,
+        train_dataset=train,
+        peft_config=LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"]),
+    )
+    assert isinstance(trainer.model, PeftModel) and trainer.ref_model is None  # no second copy of the weights
+    trainer.train()
+
+    logs = step_logs(trainer.state.log_history)
+    assert sorted(logs) == [1, 2, 3]
+    for name in (*CONFIGURED_REWARDS, "length_reward"):
+        assert f"rewards/{name}/mean" in logs[3]
+    assert all(name in logs[3] for name in DRIVING_METRICS)
+    assert logs[1]["kl"] == 0.0  # the fresh adapter is the identity: policy == reference
+    assert logs[3]["kl"] > 0.0  # after updates the adapter-disabled reference differs from the policy
+
+
+class StopAfter:
+    """Simulates a killed run: stop right after `step` (the checkpoint of that step has been written)."""
+
+    def __new__(cls, step: int):
+        from transformers import TrainerCallback
+
+        class _Stop(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                if state.global_step >= step:
+                    control.should_training_stop = True
+                return control
+
+        return _Stop()
+
+
+@pytest.mark.slow
+def test_resume_gives_the_same_next_steps_as_an_uninterrupted_run(tiny_model_dir, tiny_dataset_dir, tmp_path):
+    checkpointing = ("--max_steps", "4", "--save_strategy", "steps", "--save_steps", "2")
+    full = run_grpo(grpo_argv(tiny_model_dir, tiny_dataset_dir, tmp_path / "full", *checkpointing))
+    expected = step_logs(full.state.log_history)
+
+    interrupted_dir = tmp_path / "interrupted"
+    argv = grpo_argv(tiny_model_dir, tiny_dataset_dir, interrupted_dir, *checkpointing)
+    run_grpo(argv, callbacks=[StopAfter(2)])
+    assert sorted(p.name for p in interrupted_dir.glob("checkpoint-*")) == ["checkpoint-2"]
+
+    resumed = run_grpo(argv)  # same command again: picks up checkpoint-2 by itself
+    got = step_logs(resumed.state.log_history)
+    assert sorted(got) == [1, 2, 3, 4]
+    for step in (3, 4):
+        for key in ("loss", "grad_norm", "reward", "kl", "entropy", "completions/mean_length", *DRIVING_METRICS):
+            assert got[step][key] == pytest.approx(expected[step][key], rel=1e-5, abs=1e-9), (step, key)
+
+
+def _launch(command: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    return result
+
+
+def _saved_args(output_dir: Path):
+    return torch.load(output_dir / "training_args.bin", weights_only=False)
+
+
+@pytest.mark.slow
+def test_deepspeed_zero2_single_process(tiny_model_dir, tiny_dataset_dir, tmp_path):
+    ds_config = tmp_path / "zero2.json"
+    ds_config.write_text(
+        json.dumps(
+            {
+                "zero_optimization": {"stage": 2},
+                "train_micro_batch_size_per_gpu": "auto",
+                "gradient_accumulation_steps": "auto",
+                "gradient_clipping": "auto",
+                "bf16": {"enabled": False},
+            }
+        )
+    )
+    out = tmp_path / "zero2"
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--use_deepspeed"]
+    launcher += ["--deepspeed_config_file", str(ds_config), "--mixed_precision", "no", "-m", "alphadrive_trl.grpo"]
+    # DeepSpeed runs on CPU through its own accelerator only when the trainer is not forced to use_cpu.
+    _launch(
+        launcher + grpo_argv(tiny_model_dir, tiny_dataset_dir, out, "--max_steps", "1", "--use_cpu", "false"), tmp_path
+    )
+
+    args = _saved_args(out)
+    assert args.distributed_state.distributed_type == "DEEPSPEED" and args.deepspeed_plugin.zero_stage == 2
+    logs = step_logs(json.loads((out / "trainer_state.json").read_text())["log_history"])
+    assert all(name in logs[1] for name in DRIVING_METRICS)
+    assert (out / "model.safetensors").is_file() and (out / "alphadrive_config.json").is_file()
+
+
+@pytest.mark.slow
+def test_two_process_gloo_run(tiny_model_dir, tiny_dataset_dir, tmp_path):
+    out = tmp_path / "ddp"
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517"]
+    _launch(launcher + ["-m", "alphadrive_trl.grpo", *grpo_argv(tiny_model_dir, tiny_dataset_dir, out)], tmp_path)
+
+    args = _saved_args(out)
+    assert args.world_size == 2 and args.distributed_state.distributed_type == "MULTI_CPU"
+    state = json.loads((out / "trainer_state.json").read_text())
+    logs = step_logs(state["log_history"])
+    # Each step consumes one prompt group per rank: 2 of the 38 GRPO rows (48 train rows, 20 % held by SFT).
+    assert logs[1]["epoch"] == pytest.approx(2 / 38)
+    assert all(name in logs[1] for name in DRIVING_METRICS) and "rewards/format/mean" in logs[1]
