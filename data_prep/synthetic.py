@@ -111,7 +111,8 @@ class Vehicle:
 class Scene:
     """Everything the rules and the renderer need. Distances are metres ahead of the ego; lanes count from the left.
 
-    Visual-only fields (`style`, `pedestrian_offset`, `sign_distance`, `sidewalk_pedestrian`) never change a label.
+    Visual-only fields (`style`, `pedestrian_offset`, `sign_distance`, `sidewalk_pedestrian`, `dash_offset`) never
+    change a label.
     """
 
     ego_speed: float
@@ -131,6 +132,7 @@ class Scene:
     sign_distance: float = 20.0
     pedestrian_offset: float = 0.0
     sidewalk_pedestrian: bool = False
+    dash_offset: float = 0.0  # m, where the lane dashes start (moves with the ego in history frames)
     style: int = 0
 
 
@@ -467,6 +469,7 @@ def _sample_candidate(rng: random.Random, target: tuple[str, str], preset: Diffi
     d["navigation"] = NAV_STRAIGHT
     d["pedestrian_offset"] = _u(rng, -3.0, 3.0)
     d["sign_distance"] = _u(rng, 12.0, 30.0)
+    d["dash_offset"] = _u(rng, 0.0, DASH_PERIOD)
     if preset.speed_limits and rng.random() < 0.7:
         d["speed_limit"] = round(rng.choice(SPEED_LIMITS_KMH) / 3.6, 2)
     turning = path.endswith("_TURN")
@@ -650,6 +653,7 @@ def sample_scene(
 # --- rendering ------------------------------------------------------------------------------------------------------
 
 CAMERA_HEIGHT = 1.4  # m
+DASH_PERIOD = 9.0  # m between the starts of two lane dashes (3 m painted)
 NEAR_PLANE = 0.5  # m
 FAR_LIMIT = 90.0  # m
 
@@ -740,6 +744,7 @@ def scene_at(scene: Scene, seconds_ago: float) -> Scene:
         left_vehicle=moved(scene.left_vehicle),
         right_vehicle=moved(scene.right_vehicle),
         pedestrian_offset=scene.pedestrian_offset + walk,
+        dash_offset=(scene.dash_offset + travelled) % DASH_PERIOD,
     )
 
 
@@ -785,10 +790,10 @@ def render_view(scene: Scene, width: int, height: int, camera: str = "front") ->
     stop = min(far, d_j) if d_j is not None else far
     for boundary in range(1, scene.num_lanes):
         y = left_edge - boundary * LANE_WIDTH
-        x = back - (back % 9.0)
+        x = back - ((back - scene.dash_offset) % DASH_PERIOD)
         while x < min(stop, 45.0):
             ground([(x, y + 0.08), (x + 3, y + 0.08), (x + 3, y - 0.08), (x, y - 0.08)], colors["mark"])
-            x += 9.0
+            x += DASH_PERIOD
     for y in (left_edge - 0.15, right_edge + 0.15):
         ground([(back, y + 0.1), (stop, y + 0.1), (stop, y - 0.1), (back, y - 0.1)], colors["mark"])
     if scene.crosswalk_distance is not None and scene.crosswalk_distance < far:

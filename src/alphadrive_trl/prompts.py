@@ -7,12 +7,12 @@ there are several), both vocabularies and the answer format. The wording is shor
 on CPU, and every prompt token costs time.
 
 Example:
-    >>> row = {"images": ["<img>"], "image_roles": ["front"], "ego_speed": 8.25, "navigation": "go straight",
+    >>> row = {"images": ["<img>"], "image_roles": ["front"], "ego_speed": 8.3, "navigation": "go straight",
     ...        "speed_action": "KEEP", "path_action": "STRAIGHT", "reasoning": "Clear road."}
     >>> build_prompt(row)[0]["content"][0]
     {'type': 'image'}
     >>> print(build_prompt(row)[0]["content"][1]["text"])  # doctest: +NORMALIZE_WHITESPACE
-    Speed 8.2 m/s. Navigation: go straight. Plan the next 3 s. SPEED: KEEP, ACCELERATE, DECELERATE, STOP. PATH:
+    Speed 8.3 m/s. Navigation: go straight. Plan the next 3 s. SPEED: KEEP, ACCELERATE, DECELERATE, STOP. PATH:
     STRAIGHT, RIGHT_CHANGE, LEFT_CHANGE, RIGHT_TURN, LEFT_TURN. Reply <think> reasoning </think> <answer> SPEED,
     PATH </answer>.
     >>> build_completion(row)[0]["content"][0]["text"]
@@ -68,8 +68,7 @@ class PromptTemplate:
     def text(self, row: Mapping[str, Any], roles: list[str]) -> str:
         parts = [f"Speed {float(row['ego_speed']):.1f} m/s.", f"Navigation: {str(row['navigation']).strip()}."]
         if len(roles) > 1:
-            described = ", ".join(f"{i + 1} {describe_role(role)}" for i, role in enumerate(roles))
-            parts.append(f"Images: {described}.")
+            parts.append(f"Images in order: {', '.join(describe_role(role) for role in roles)}.")
         parts.append(self.instruction)
         parts.append(self.answer_format)
         return " ".join(parts)
