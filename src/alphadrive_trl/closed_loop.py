@@ -382,6 +382,133 @@ class RandomPolicy(DrivingPolicy):
         return Decision(action_type.actions[int(self._rng.choice(available))])
 
 
+def frame_roles(count: int) -> list[str]:
+    """`image_roles` of the simulator frames: the current top-down frame, then earlier decisions (0.5 s apart).
+
+    Example:
+        >>> frame_roles(3)
+        ['top_down', 'top_down_t-1', 'top_down_t-2']
+    """
+    return ["top_down"] + [f"top_down_t-{k}" for k in range(1, count)]
+
+
+class VLMPolicy(DrivingPolicy):
+    """A trained checkpoint driving from the rendered frames.
+
+    At each decision the model gets the current top-down frame (plus `history_frames` earlier ones) and the prompt of
+    the template saved with the checkpoint (`alphadrive_config.json`: template, image budget, max images), built by
+    `prompts.build_prompt` exactly as in training. It answers greedily; the plan maps to a meta-action through
+    `plan_to_meta_action`. An answer that does not parse becomes `FALLBACK_META_ACTION` (`IDLE`: keep lane and target
+    speed) and is counted as invalid.
+
+    Checkpoints trained with the `trajectory` template drive from their waypoints: the plan is the meta-action pair
+    the shared labeller (`labelling`, mode `labeller_mode`) derives from the predicted trajectory, the same rule
+    that labels the data; without a usable trajectory the `<answer>` plan is used, and without either the answer is
+    invalid.
+    """
+
+    needs_frames = True
+
+    def __init__(
+        self,
+        model_dir: str,
+        *,
+        max_new_tokens: int = 96,
+        history_frames: int | None = None,
+        labeller_mode: str = "heading",
+        device: str | None = None,
+    ):
+        import torch
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        from .configs import load_driving_config
+        from .data import apply_image_budget
+        from .prompts import get_template
+
+        if not os.path.isfile(os.path.join(model_dir, "config.json")):
+            raise FileNotFoundError(f"No model checkpoint at {model_dir!r} (config.json not found)")
+        settings = load_driving_config(model_dir)
+        self.name = os.path.basename(os.path.normpath(model_dir)) or model_dir
+        self.template = get_template(settings.get("prompt_template") or "default")
+        self.max_images = settings.get("max_images")
+        if history_frames is None:
+            history_frames = (self.max_images - 1) if self.max_images else 0
+        self.history_frames = max(0, int(history_frames))
+        self.max_new_tokens = max_new_tokens
+        self.labeller_mode = labeller_mode
+        self._torch = torch
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.processor = AutoProcessor.from_pretrained(model_dir)
+        apply_image_budget(self.processor, settings.get("min_pixels"), settings.get("max_pixels"))
+        dtype = torch.bfloat16 if self.device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+        self.model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=dtype).to(self.device).eval()
+
+    def reset(self, seed: int) -> None:
+        self._torch.manual_seed(seed)
+
+    def generate(self, frames: Sequence[np.ndarray], ego_speed: float, navigation: str) -> str:
+        """The model's answer for one decision."""
+        from PIL import Image
+        from trl.data_utils import prepare_multimodal_messages
+
+        from .prompts import build_prompt
+
+        images = [Image.fromarray(np.asarray(frame)) for frame in frames[: self.history_frames + 1]]
+        row = {"images": images, "image_roles": frame_roles(len(images)), "ego_speed": ego_speed,
+               "navigation": navigation}  # fmt: skip
+        prompt = build_prompt(row, self.template, max_images=self.max_images)
+        used = images[: len(prompt[0]["content"]) - 1]
+        inputs = self.processor.apply_chat_template(
+            conversation=[prepare_multimodal_messages(prompt, images=used)],
+            add_generation_prompt=True,
+            tokenize=True,
+            return_dict=True,
+            return_tensors="pt",
+        ).to(self.device)
+        tokenizer = self.processor.tokenizer
+        with self._torch.inference_mode():
+            output = self.model.generate(
+                **inputs, max_new_tokens=self.max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
+            )
+        return self.processor.batch_decode(output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)[0]
+
+    def plan_from_text(self, text: str, ego_speed: float) -> tuple[str, str] | None:
+        """The plan an answer states (trajectory checkpoints: the plan their waypoints imply), or `None`."""
+        if self.template.with_trajectory:
+            from .trajectory import derived_answer_words
+
+            words = derived_answer_words(text, ego_speed, mode=self.labeller_mode)
+            if len(words.speed) == 1 and len(words.path) == 1:
+                return next(iter(words.speed)), next(iter(words.path))
+        return parse_answer_strict(text)
+
+    def decide(self, context: DrivingContext) -> Decision:
+        text = self.generate(context.frames, context.ego_speed, context.navigation)
+        plan = self.plan_from_text(text, context.ego_speed)
+        if plan is None:
+            return Decision(FALLBACK_META_ACTION, text=text, valid=False)
+        return Decision(plan_to_meta_action(*plan, lateral=context.scenario.lateral), plan=plan, text=text)
+
+
+BASELINE_POLICIES: dict[str, Callable[[], DrivingPolicy]] = {
+    "expert": lambda: ExpertPolicy(),
+    "keep": lambda: KeepPolicy(),
+    "random": lambda: RandomPolicy(),
+}
+
+
+def load_policy(spec: str, **vlm_options: Any) -> DrivingPolicy:
+    """`expert`, `keep`, `random` or a checkpoint directory (`./expert` for a folder with a baseline's name)."""
+    if spec in BASELINE_POLICIES:
+        return BASELINE_POLICIES[spec]()
+    if not os.path.isdir(spec):
+        raise FileNotFoundError(
+            f"checkpoint directory {spec} not found (baselines: {', '.join(BASELINE_POLICIES)}); train one first, "
+            "e.g. `make pipeline`"
+        )
+    return VLMPolicy(spec, **vlm_options)
+
+
 class ExpertPolicy(DrivingPolicy):
     """A rule-based driver that does not crash: the data source for `data_prep/highway_env.py` and the upper
     baseline of the closed-loop table.
@@ -574,8 +701,7 @@ def _route_samples(vehicle, road, distances: np.ndarray) -> tuple[np.ndarray, np
     route = _route_ahead(vehicle, road.network)
     longitudinal = vehicle.lane.local_coordinates(vehicle.position)[0]
     poses = [
-        road.network.position_heading_along_route(route, longitudinal + d, 0.0, vehicle.lane_index)
-        for d in distances
+        road.network.position_heading_along_route(route, longitudinal + d, 0.0, vehicle.lane_index) for d in distances
     ]
     return np.array([p for p, _ in poses]), np.array([h for _, h in poses])
 
@@ -869,3 +995,299 @@ def summarize_episodes(results: Sequence[EpisodeResult]) -> dict[str, float]:
         "invalid_answer_rate": sum(r.invalid_answers for r in results) / decisions if decisions else 0.0,
         "decisions_per_second": decisions / wall_time if wall_time > 0 else 0.0,
     }
+
+
+# --- running policies, GIFs, reports ---------------------------------------------------------------------------------
+
+
+def write_gif(frames: Sequence[np.ndarray], path: str, fps: float = 2 * POLICY_FREQUENCY) -> str:
+    """Write frames as an animated GIF (imageio when installed, else PIL), atomically. Default: 2x real time."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".gif", dir=directory)
+    os.close(fd)
+    try:
+        try:
+            import imageio.v2 as imageio
+
+            imageio.mimsave(tmp, [np.asarray(f) for f in frames], duration=1.0 / fps, loop=0)
+        except ImportError:
+            from PIL import Image
+
+            images = [Image.fromarray(np.asarray(f)) for f in frames]
+            images[0].save(tmp, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _write_json(path: str, payload: Any) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".json", dir=directory)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(payload, handle, indent=2)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def evaluate_policy(
+    policy: DrivingPolicy,
+    scenarios: Sequence[str | Scenario] = DEFAULT_SCENARIOS,
+    *,
+    episodes: int = 3,
+    seed: int = 0,
+    output_dir: str | None = None,
+    max_decisions: int | None = None,
+    frame_size: tuple[int, int] | None = None,
+    gif: bool = True,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Drive `episodes` episodes (seeds `seed`, `seed + 1`, ...) of every scenario and return the metrics:
+    `{"policy", "seed", "episodes", "overall": {...}, "scenarios": {name: {...}}, "episode_results": [...]}`.
+
+    With `output_dir`, writes `metrics.json` there and, with `gif`, `episode_<scenario>.gif` of each scenario's
+    first episode.
+    """
+    from tqdm.auto import tqdm
+
+    scenarios = [get_scenario(s) for s in scenarios]
+    results: list[EpisodeResult] = []
+    per_scenario: dict[str, dict[str, float]] = {}
+    gifs: dict[str, str] = {}
+    with tqdm(
+        total=episodes * len(scenarios), desc=f"drive {policy.name}", unit="episode", disable=not progress
+    ) as bar:
+        for scenario in scenarios:
+            env = make_env(scenario, frame_size)
+            try:
+                scenario_results = []
+                for k in range(episodes):
+                    record = gif and output_dir is not None and k == 0
+                    result = run_episode(
+                        env, scenario, policy, seed + k, max_decisions=max_decisions, frame_size=frame_size,
+                        keep_frames=record,
+                    )  # fmt: skip
+                    if record:
+                        gifs[scenario.name] = write_gif(
+                            result.frames, os.path.join(output_dir, f"episode_{scenario.name}.gif")
+                        )
+                        result.frames = []
+                    scenario_results.append(result)
+                    bar.update(1)
+            finally:
+                env.close()
+            per_scenario[scenario.name] = summarize_episodes(scenario_results)
+            results.extend(scenario_results)
+    metrics = {
+        "policy": policy.name,
+        "seed": seed,
+        "episodes_per_scenario": episodes,
+        "overall": summarize_episodes(results),
+        "scenarios": per_scenario,
+        "gifs": gifs,
+        "episode_results": [
+            {k: v for k, v in asdict(r).items() if k not in ("steps", "frames")}
+            | {"actions": [s.action for s in r.steps]}
+            for r in results
+        ],
+    }
+    if output_dir is not None:
+        _write_json(os.path.join(output_dir, "metrics.json"), metrics)
+    return metrics
+
+
+_TABLE_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("crash_rate", "crash rate", "{:.0%}"),
+    ("route_completion", "route done", "{:.0%}"),
+    ("episode_completion", "episode done", "{:.0%}"),
+    ("mean_speed", "speed (m/s)", "{:.1f}"),
+    ("mean_distance", "distance (m)", "{:.0f}"),
+    ("lane_changes_per_episode", "lane changes", "{:.1f}"),
+    ("invalid_answer_rate", "invalid", "{:.0%}"),
+    ("decisions_per_second", "decisions/s", "{:.1f}"),
+)
+
+
+def comparison_table(runs: Sequence[tuple[str, dict[str, Any] | str]]) -> str:
+    """One markdown table, a row per (policy, scenario) plus an `all` row per policy; a run given as a string is
+    an error message shown in its row (e.g. a missing checkpoint)."""
+    header = "| policy | scenario | " + " | ".join(title for _, title, _ in _TABLE_COLUMNS) + " |"
+    lines = [header, "|" + "---|" * (len(_TABLE_COLUMNS) + 2)]
+    for name, metrics in runs:
+        if isinstance(metrics, str):
+            lines.append(f"| {name} | - | {metrics} |" + " |" * (len(_TABLE_COLUMNS) - 1))
+            continue
+        rows = list(metrics["scenarios"].items())
+        if len(rows) > 1:
+            rows.append(("all", metrics["overall"]))
+        for scenario, values in rows:
+            cells = [fmt.format(values[key]) for key, _, fmt in _TABLE_COLUMNS]
+            lines.append(f"| {name} | {scenario} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+# --- CLI ------------------------------------------------------------------------------------------------------------
+
+
+def _frame_size(text: str | None) -> tuple[int, int] | None:
+    if not text:
+        return None
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"frame size must look like WIDTHxHEIGHT (e.g. 160x80), got {text!r}"
+        ) from None
+    if width < 16 or height < 16:
+        raise argparse.ArgumentTypeError(f"frame size must be at least 16x16, got {text!r}")
+    return width, height
+
+
+def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--env",
+        default="all",
+        help=f"scenario(s), comma-separated: {', '.join(SCENARIOS)}, or all (default: all)",
+    )
+    parser.add_argument("--episodes", type=int, default=3, help="episodes per scenario (default 3)")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="episode k uses seed SEED+k: same seeds, same traffic for every policy"
+    )
+    parser.add_argument("--output-dir", required=True, help="where metrics.json and the episode GIFs go")
+    parser.add_argument(
+        "--max-decisions", type=int, default=None, help="cap decisions per episode (default: the scenario duration)"
+    )
+    parser.add_argument(
+        "--frame-size", type=_frame_size, default=None, help="rendered frame WIDTHxHEIGHT (default per scenario)"
+    )
+    parser.add_argument("--no-gif", action="store_true", help="do not write episode GIFs")
+    parser.add_argument("--max-new-tokens", type=int, default=96, help="generation length for checkpoints")
+    parser.add_argument(
+        "--history-frames",
+        type=int,
+        default=None,
+        help="earlier frames given to a checkpoint (default: its saved max_images - 1, else 0)",
+    )
+    parser.add_argument(
+        "--labeller",
+        default="heading",
+        choices=("senna", "heading"),
+        help="labeller mode deriving the plan from a trajectory checkpoint's waypoints (default heading)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="alphadrive-drive",
+        description="Closed-loop driving in highway-env (optional `sim` extra). Run one policy: "
+        "`alphadrive-drive --model expert|keep|random|CHECKPOINT_DIR --env highway --episodes 5 --seed 0 "
+        "--output-dir DIR` (writes DIR/metrics.json and a GIF per scenario). Compare several on the same seeded "
+        "episodes: `alphadrive-drive compare --models expert keep random CHECKPOINT_DIR --output-dir DIR` "
+        "(prints one markdown table, writes DIR/comparison.md and DIR/<policy>/metrics.json).",
+    )
+    parser.add_argument("--model", required=True, help="expert, keep, random or a checkpoint directory")
+    _add_common_arguments(parser)
+    return parser
+
+
+def build_compare_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="alphadrive-drive compare",
+        description="Drive several policies on identical seeded episodes and print one markdown table. A missing "
+        "checkpoint directory is reported in its row; the other policies still run.",
+    )
+    parser.add_argument(
+        "--models", nargs="+", required=True, help="policies: expert, keep, random and/or checkpoint directories"
+    )
+    _add_common_arguments(parser)
+    return parser
+
+
+def _vlm_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "max_new_tokens": args.max_new_tokens,
+        "history_frames": args.history_frames,
+        "labeller_mode": args.labeller,
+    }
+
+
+def _run_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    if args.episodes < 1:
+        raise SystemExit("error: --episodes must be >= 1")
+    try:
+        scenarios = parse_scenarios(args.env)
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
+    return {
+        "scenarios": scenarios,
+        "episodes": args.episodes,
+        "seed": args.seed,
+        "max_decisions": args.max_decisions,
+        "frame_size": args.frame_size,
+        "gif": not args.no_gif,
+    }
+
+
+def _policy_dir_name(spec: str) -> str:
+    return os.path.basename(os.path.normpath(spec)) if spec not in BASELINE_POLICIES else spec
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        require_highway_env()
+    except ImportError as error:
+        raise SystemExit(f"error: {error}") from None
+    if argv and argv[0] == "compare":
+        args = build_compare_parser().parse_args(argv[1:])
+        kwargs = _run_kwargs(args)
+        runs: list[tuple[str, dict[str, Any] | str]] = []
+        used_names: set[str] = set()
+        for spec in args.models:
+            name = _policy_dir_name(spec)
+            while name in used_names:
+                name += "_"
+            used_names.add(name)
+            try:
+                policy = load_policy(spec, **_vlm_options(args))
+            except (FileNotFoundError, OSError, ValueError) as error:
+                print(f"warning: skipping {spec}: {error}", file=sys.stderr)
+                runs.append((name, f"not run: {error}"))
+                continue
+            policy.name = name
+            metrics = evaluate_policy(policy, output_dir=os.path.join(args.output_dir, name), **kwargs)
+            runs.append((name, metrics))
+        table = comparison_table(runs)
+        seeds = f"seeds {args.seed}..{args.seed + args.episodes - 1} per scenario"
+        report = f"Closed-loop comparison ({seeds}).\n\n{table}\n"
+        os.makedirs(args.output_dir, exist_ok=True)
+        _write_json(
+            os.path.join(args.output_dir, "comparison.json"),
+            {name: (m if isinstance(m, str) else {"overall": m["overall"], "scenarios": m["scenarios"]})
+             for name, m in runs},
+        )  # fmt: skip
+        with open(os.path.join(args.output_dir, "comparison.md"), "w") as handle:
+            handle.write(report)
+        print(report)
+        return 0
+    if argv and argv[0] == "run":
+        argv = argv[1:]
+    args = build_parser().parse_args(argv)
+    kwargs = _run_kwargs(args)
+    try:
+        policy = load_policy(args.model, **_vlm_options(args))
+    except (FileNotFoundError, OSError, ValueError) as error:
+        raise SystemExit(f"error: {error}") from None
+    metrics = evaluate_policy(policy, output_dir=args.output_dir, **kwargs)
+    print(comparison_table([(policy.name, metrics)]))
+    print(f"metrics: {os.path.join(args.output_dir, 'metrics.json')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
