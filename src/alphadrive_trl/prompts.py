@@ -84,8 +84,8 @@ PROMPT_TEMPLATES: dict[str, PromptTemplate] = {
     ),
     "trajectory": PromptTemplate(
         name="trajectory",
-        instruction=f"Plan the next 3 s. {_VOCABULARIES} Also give 6 waypoints [x,y] in metres every 0.5 s "
-        "(x forward, y left).",
+        instruction=f"Plan the next 3 s. {_VOCABULARIES} Also give 6 waypoints [x,y] at 0.5 s steps (metres, x "
+        "forward, y left).",
         answer_format="Reply <think> reasoning </think> <answer> SPEED, PATH </answer> <trajectory> [x,y] ... "
         "</trajectory>.",
         with_trajectory=True,
