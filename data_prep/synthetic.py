@@ -879,6 +879,9 @@ def render_view(scene: Scene, width: int, height: int, camera: str = "front") ->
                 color = on[i] if i == lit else off[i]
                 draw.rectangle((x0 + 1, y0 + i * step + 1, x1 - 1, y0 + (i + 1) * step - 1), fill=color)
     if scene.speed_limit is not None:
+        pole = cam.billboard(scene.sign_distance, right_edge - 1.5, 0.1, 0.0, 2.1, min_px=1)
+        if pole:
+            draw.rectangle(pole, fill=(90, 90, 90))
         box = cam.billboard(scene.sign_distance, right_edge - 1.5, 1.2, 2.0, 3.2, min_px=12)
         if box:
             draw.ellipse(box, fill=(210, 30, 30))
@@ -886,7 +889,9 @@ def render_view(scene: Scene, width: int, height: int, camera: str = "front") ->
             inset = (x1 - x0) * 0.15
             draw.ellipse((x0 + inset, y0 + inset, x1 - inset, y1 - inset), fill=(245, 245, 245))
             text = str(int(round(scene.speed_limit * 3.6)))
-            draw.text(((x0 + x1) / 2, (y0 + y1) / 2), text, fill=(0, 0, 0), font=_font(), anchor="mm")
+            left, top, right, bottom = draw.textbbox((0, 0), text, font=_font())  # bitmap fonts ignore anchors
+            origin = ((x0 + x1 - (right - left)) / 2 - left, (y0 + y1 - (bottom - top)) / 2 - top)
+            draw.text(origin, text, fill=(0, 0, 0), font=_font())
     return image
 
 
