@@ -12,6 +12,7 @@ Neither ever raises, whatever the input.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 from typing import Any, NamedTuple
@@ -25,7 +26,7 @@ ALL_PLANS: tuple[tuple[str, str], ...] = tuple(itertools.product(SPEED_ACTIONS, 
 _SPEED_SET = frozenset(SPEED_ACTIONS)
 _PATH_SET = frozenset(PATH_ACTIONS)
 
-_ANSWER_BLOCK = re.compile(r"<answer>(.*?)</answer>", re.DOTALL | re.IGNORECASE)
+_ANSWER_TAG = re.compile(r"<(/?)answer>", re.IGNORECASE)
 _OPEN_ANSWER = re.compile(r"<answer>", re.IGNORECASE)
 # Pieces of an answer are separated by commas; semicolons, slashes, "|" and newlines are accepted too because models
 # (and the published data) sometimes use them.
@@ -65,7 +66,10 @@ def completion_to_text(completion: Any) -> str:
             return _content_to_text(completion.get("content", completion.get("text", "")))
         if isinstance(completion, (list, tuple)):
             messages = [m for m in completion if isinstance(m, dict)]
-            if messages and any("role" in m for m in messages):
+            # Messages carry a role or a content (TRL's own reward examples use `[{"content": ...}]`, no role);
+            # content parts carry a type/text instead.
+            if messages and any("role" in m or "content" in m for m in messages):
+                messages = [m for m in messages if "role" in m or "content" in m]
                 assistant = [m for m in messages if m.get("role") == "assistant"] or messages
                 return _content_to_text(assistant[-1].get("content", ""))
             return _content_to_text(list(completion))
@@ -89,11 +93,22 @@ def _content_to_text(content: Any) -> str:
 
 
 def extract_answer_block(text: Any) -> str | None:
-    """Return the content of the last closed `<answer>…</answer>` block, or `None` when there is none."""
+    """Return the content of the last closed `<answer>…</answer>` block, or `None` when there is none.
+
+    Same result as the last match of `re.findall(r"<answer>(.*?)</answer>", text, re.DOTALL | re.IGNORECASE)`, in
+    linear time: that regex rescans to the end of the text for every opening tag that has no closing tag, which is
+    quadratic on long malformed generations.
+    """
     if not isinstance(text, str):
         return None
-    blocks = _ANSWER_BLOCK.findall(text)
-    return blocks[-1] if blocks else None
+    block, start = None, None
+    for tag in _ANSWER_TAG.finditer(text):
+        if not tag.group(1):
+            if start is None:  # an opening tag inside an open block is part of its content, as with `.*?`
+                start = tag.end()
+        elif start is not None:
+            block, start = (start, tag.start()), None
+    return text[block[0] : block[1]] if block else None
 
 
 def _answer_region(text: str) -> str:
@@ -107,6 +122,8 @@ def _answer_region(text: str) -> str:
     return text
 
 
+# Answer pieces repeat endlessly (" KEEP", " STRAIGHT "), so normalised forms are memoised.
+@functools.lru_cache(maxsize=8192)
 def normalize_word(piece: str) -> str:
     """Upper-case a piece, turn spaces/hyphens into underscores and drop stray punctuation: ` right-change.` ->
     `RIGHT_CHANGE`."""

@@ -1,0 +1,703 @@
+"""The AlphaDrive rewards as TRL reward callables, and a registry to name them from a recipe.
+
+Every callable follows TRL's contract, `fn(prompts=None, completions=..., **kwargs) -> list[float | None]`, so any
+`trl.GRPOTrainer` uses it unchanged (TRL logs each as `rewards/<__name__>/mean`):
+
+- completions are strings or conversational message lists (`[{"role": "assistant", "content": "..."}]`);
+- ground truth comes from the `speed_action` / `path_action` columns, else from a `solution` column holding
+  `<answer> SPEED, PATH </answer>` (the published AlphaDrive data); a row without usable ground truth scores `None`
+  (TRL's "does not apply") on the rewards that need it;
+- `prompts` (strings or message lists, images allowed) are used only to form GRPO groups for the diversity terms;
+- every other keyword (`trainer_state`, `log_extra`, `completion_ids`, `images`, each dataset column) is accepted;
+  `log_metric` (TRL >= 1.16) receives per-axis F1 and the share of valid answers;
+- no completion, however malformed, makes a reward raise.
+
+Per axis (speed, path), with P the predicted words (`actions.parse_answer`, several allowed) and G the ground truth:
+
+1. accuracy: F1(P, G) = 2|P ∩ G| / (|P| + |G|), 0 when P is empty. Exact: a perfect answer scores 1.0.
+2. action weight: mean of the per-action weights over P (safety-critical actions weigh more), 0 when P is empty.
+3. diversity, within the group of completions that share a prompt:
+   - `paper`: factor `1 - min(cap, share)`, where `share` is the fraction of the *other* completions of the group whose
+     answer holds the same word on this axis. With several predicted words, `share` is the mean over the words (each
+     word is penalised for its own popularity; a hedging answer is not penalised twice). A group of one has share 0.
+   - `release`: the published code's additive term: `+w` for a completion none of whose words was used by an earlier
+     completion of its group (in call order), `-w` otherwise. Reproduced on purpose, quirks included: the first of
+     several identical answers gets the bonus and the others the penalty (the result depends on the order), and an
+     answer without any valid word gets `+w`. Unlike the published code, which counted over the whole call, the
+     count is per group.
+
+`speed_planning_reward` / `path_planning_reward` = accuracy × weight × diversity factor (paper mode);
+`make_planning_reward` builds the other combinations (release mode, no weighting, no diversity, custom weights, or a
+custom `predict` hook, e.g. meta-actions derived from a predicted trajectory).
+
+Groups are formed from the calls TRL makes: completions are grouped by the text of their prompt (image parts count
+by type only; pixels are not compared) plus the `sample_id` column when present, so two scenes with the same wording
+but different ids never share a group. Without `prompts`, the whole call is one group. A group split across two calls
+(TRL scores each process's slice separately) is treated as two independent groups, one per call.
+
+Example:
+    >>> from alphadrive_trl.rewards import get_reward_funcs
+    >>> funcs = get_reward_funcs(["speed_planning", "path_planning", "format"])
+    >>> [f.__name__ for f in funcs]
+    ['speed_planning', 'path_planning', 'format']
+    >>> funcs[0](prompts=["scene 1"], completions=["<think> red light </think> <answer> STOP, STRAIGHT </answer>"],
+    ...          speed_action=["STOP"], path_action=["STRAIGHT"])
+    [1.0]
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from .actions import (
+    AXES,
+    AXIS_VOCABULARY,
+    EMPTY_ANSWER,
+    PATH_ACTIONS,
+    SPEED_ACTIONS,
+    AnswerWords,
+    completion_to_text,
+    normalize_word,
+    parse_answer,
+    parse_answer_strict,
+)
+
+__all__ = [
+    "DEFAULT_ACTION_WEIGHTS",
+    "DIVERSITY_MODES",
+    "REWARD_REGISTRY",
+    "ActionWeightReward",
+    "DiversityReward",
+    "FormatReward",
+    "PlanningReward",
+    "action_weight_reward",
+    "diversity_reward",
+    "format_reward",
+    "format_reward_strict",
+    "get_reward_funcs",
+    "make_planning_reward",
+    "path_planning_reward",
+    "planning_accuracy_reward",
+    "prompt_group_key",
+    "speed_planning_reward",
+]
+
+# Safety-critical decisions weigh more (AlphaDrive, "planning action weights").
+DEFAULT_ACTION_WEIGHTS: dict[str, dict[str, float]] = {
+    "speed": {"KEEP": 0.8, "ACCELERATE": 0.9, "DECELERATE": 1.0, "STOP": 1.0},
+    "path": {"STRAIGHT": 0.8, "RIGHT_CHANGE": 1.0, "LEFT_CHANGE": 1.0, "RIGHT_TURN": 1.0, "LEFT_TURN": 1.0},
+}
+DIVERSITY_MODES: tuple[str, ...] = ("paper", "release", "none")
+PLANNING_AXES: tuple[str, ...] = (*AXES, "both")
+
+# Completions longer than this are parsed without memoising them (a cached key keeps the whole text alive).
+_MAX_CACHED_TEXT = 4096
+_PARSE_CACHE_SIZE = 1 << 16
+_THINK_OPEN, _THINK_CLOSE, _ANSWER_OPEN, _ANSWER_CLOSE = "<think>", "</think>", "<answer>", "</answer>"
+
+Predictor = Callable[..., AnswerWords]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Shared per-call preparation: texts, predictions (memoised), groups, ground truth.
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=64)
+def _memoised(predict: Predictor) -> Predictor:
+    """One bounded cache per predictor, shared by every reward that uses it: in a GRPO step the speed, path and
+    accuracy rewards all read the same completions, so each text is parsed once."""
+    return functools.lru_cache(maxsize=_PARSE_CACHE_SIZE)(predict)
+
+
+def _safe_predict(predict: Predictor, text: str, extra: tuple) -> AnswerWords:
+    """`predict(text, *extra)` as `AnswerWords`, memoised for short texts with hashable extras; never raises."""
+    try:
+        if len(text) <= _MAX_CACHED_TEXT:
+            try:
+                result = _memoised(predict)(text, *extra)
+            except TypeError:  # an unhashable extra column value: compute without the cache
+                result = predict(text, *extra)
+        else:
+            result = predict(text, *extra)
+        if isinstance(result, AnswerWords):
+            return result
+        speed, path = result
+        return AnswerWords(frozenset(speed), frozenset(path))
+    except Exception:  # noqa: BLE001 - a broken completion (or hook) is "no answer", never a crash
+        return EMPTY_ANSWER
+
+
+def _content_key(content: Any) -> Any:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, (list, tuple)):
+        parts = []
+        for part in content:
+            if isinstance(part, str):
+                parts.append(part)
+            elif isinstance(part, dict):
+                text = part.get("text")
+                # Image/video parts count by type only: pixels are not compared (see `sample_id` in the module doc).
+                parts.append(text if isinstance(text, str) else f"<{part.get('type', 'part')}>")
+            else:
+                parts.append(f"<{type(part).__name__}>")
+        return tuple(parts)
+    return repr(content)
+
+
+def prompt_group_key(prompt: Any) -> Any:
+    """A hashable key for the text content of a prompt (string or message list); equal prompts give equal keys.
+
+    Example:
+        >>> prompt_group_key([{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Go."}]}])
+        (('user', ('<image>', 'Go.')),)
+    """
+    try:
+        if isinstance(prompt, str):
+            return prompt
+        if isinstance(prompt, dict):
+            prompt = [prompt]
+        if isinstance(prompt, (list, tuple)):
+            return tuple(
+                (m.get("role"), _content_key(m.get("content"))) if isinstance(m, dict) else _content_key(m)
+                for m in prompt
+            )
+        return repr(prompt)
+    except Exception:  # noqa: BLE001 - exotic prompt objects still need some stable key
+        return f"<unkeyable {type(prompt).__name__} {id(prompt)}>"
+
+
+def _group_ids(prompts: Sequence[Any] | None, n: int, sample_ids: Sequence[Any] | None) -> list[int]:
+    """Group index of each completion: completions with the same prompt (and `sample_id`) share one."""
+    if prompts is None:
+        return [0] * n
+    if len(prompts) != n:
+        raise ValueError(f"Got {len(prompts)} prompts for {n} completions; they must be aligned (one per completion).")
+    ids: dict[Any, int] = {}
+    groups = []
+    for i, prompt in enumerate(prompts):
+        key = prompt_group_key(prompt)
+        if sample_ids is not None:
+            sample_id = sample_ids[i]
+            key = (key, sample_id if isinstance(sample_id, (str, int, float, type(None))) else repr(sample_id))
+        groups.append(ids.setdefault(key, len(ids)))
+    return groups
+
+
+@functools.lru_cache(maxsize=4096)
+def _words_from_label(label: str, axis: str) -> frozenset[str]:
+    """Ground-truth words of one axis from a column value: `"KEEP"`, `"keep"`, or `"KEEP, STOP"` (several are fine)."""
+    words = parse_answer(f"<answer>{label}</answer>").axis(axis)
+    if not words:
+        word = normalize_word(label)
+        words = frozenset({word}) if word in AXIS_VOCABULARY[axis] else frozenset()
+    return words
+
+
+@functools.lru_cache(maxsize=4096)
+def _words_from_solution(solution: str) -> AnswerWords:
+    return parse_answer(solution)
+
+
+def _ground_truth(axis: str, n: int, kwargs: Mapping[str, Any], reward_name: str) -> list[frozenset[str] | None]:
+    """Ground-truth words of `axis` for each row: the `<axis>_action` column, else (per row) the `solution` column;
+    `None` where a row has neither in a usable form."""
+    column = f"{axis}_action"
+    labels, solutions = kwargs.get(column), kwargs.get("solution")
+    if labels is None and solutions is None:
+        raise ValueError(
+            f"Reward '{reward_name}' needs the ground truth: a `{column}` column or a `solution` column "
+            f"(`<answer> SPEED, PATH </answer>`); the call had columns {sorted(kwargs)}."
+        )
+    for name, values in ((column, labels), ("solution", solutions)):
+        if values is not None and len(values) != n:
+            raise ValueError(f"Column `{name}` has {len(values)} values for {n} completions; they must be aligned.")
+    truth: list[frozenset[str] | None] = []
+    for i in range(n):
+        words: frozenset[str] = frozenset()
+        if labels is not None and isinstance(labels[i], str):
+            words = _words_from_label(labels[i], axis)
+        if not words and solutions is not None and isinstance(solutions[i], str):
+            words = _words_from_solution(solutions[i]).axis(axis)
+        truth.append(words or None)
+    return truth
+
+
+class _Batch:
+    """What every reward of one call needs, computed once: texts, predicted words, group ids."""
+
+    def __init__(
+        self,
+        prompts: Sequence[Any] | None,
+        completions: Sequence[Any],
+        kwargs: Mapping[str, Any],
+        predict: Predictor,
+        predict_columns: Sequence[str],
+    ):
+        n = len(completions)
+        self.size = n
+        self.texts = [completion_to_text(c) for c in completions]
+        extras = []
+        for column in predict_columns:
+            values = kwargs.get(column)
+            if values is None or len(values) != n:
+                raise ValueError(f"The predictor needs a `{column}` column aligned with the {n} completions.")
+            extras.append(values)
+        if extras:
+            rows = zip(*extras)
+            self.predicted = [_safe_predict(predict, t, tuple(row)) for t, row in zip(self.texts, rows)]
+        else:
+            self.predicted = [_safe_predict(predict, t, ()) for t in self.texts]
+        sample_ids = kwargs.get("sample_id")
+        if sample_ids is not None and len(sample_ids) != n:
+            sample_ids = None
+        self.groups = _group_ids(prompts, n, sample_ids)
+
+    def words(self, axis: str) -> list[frozenset[str]]:
+        return [p.speed if axis == "speed" else p.path for p in self.predicted]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Per-axis terms (pure functions of predicted words, ground truth and groups).
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _f1(predicted: frozenset[str], truth: frozenset[str]) -> float:
+    if not predicted:
+        return 0.0
+    return 2.0 * len(predicted & truth) / (len(predicted) + len(truth))
+
+
+def _mean_weight(predicted: frozenset[str], weights: Mapping[str, float]) -> float:
+    if not predicted:
+        return 0.0
+    # fsum: exact, so the value does not depend on the (hash-randomised) iteration order of the set.
+    return math.fsum(weights[w] for w in predicted) / len(predicted)
+
+
+def _paper_factors(words: list[frozenset[str]], groups: list[int], cap: float) -> list[float]:
+    """`1 - min(cap, share)`: share = mean over the completion's words of the fraction of the *other* completions
+    of its group that hold the same word. 1.0 for a completion without words or alone in its group."""
+    counts: dict[int, Counter] = {}
+    sizes = Counter(groups)
+    for g, w in zip(groups, words):
+        counts.setdefault(g, Counter()).update(w)
+    factors = []
+    for g, w in zip(groups, words):
+        others = sizes[g] - 1
+        if not w or others == 0:
+            factors.append(1.0)
+            continue
+        group_counts = counts[g]
+        share = math.fsum((group_counts[word] - 1) / others for word in w) / len(w)
+        factors.append(1.0 - min(cap, share))
+    return factors
+
+
+def _release_terms(words: list[frozenset[str]], groups: list[int], weight: float) -> list[float]:
+    """`+weight` when none of the completion's words was used by an earlier completion of its group, else `-weight`
+    (the published AlphaDrive code, scoped to groups). No valid word: `+weight`, as there."""
+    seen: dict[int, set[str]] = {}
+    terms = []
+    for g, w in zip(groups, words):
+        used = seen.setdefault(g, set())
+        terms.append(-weight if used & w else weight)
+        used |= w
+    return terms
+
+
+def _resolve_weights(weights: Mapping[str, float] | None) -> dict[str, float]:
+    """The default weight table (both axes) updated with `weights`; unknown words or non-finite values raise."""
+    table = {**DEFAULT_ACTION_WEIGHTS["speed"], **DEFAULT_ACTION_WEIGHTS["path"]}
+    if not weights:
+        return table
+    if not isinstance(weights, Mapping):
+        raise ValueError(f"Action weights must be a dict word -> weight, got {type(weights).__name__}: {weights!r}")
+    for word, value in weights.items():
+        key = normalize_word(str(word))
+        if key not in table:
+            raise ValueError(
+                f"Unknown action {word!r} in the action weights; valid: {', '.join(SPEED_ACTIONS + PATH_ACTIONS)}."
+            )
+        try:
+            number = float(value)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"Action weight of {word!r} must be a number, got {value!r}.") from err
+        if not math.isfinite(number):
+            raise ValueError(f"Action weight of {word!r} must be finite, got {value!r}.")
+        table[key] = number
+    return table
+
+
+def _axes_of(axis: str) -> tuple[str, ...]:
+    if axis not in PLANNING_AXES:
+        raise ValueError(f"`axis` must be one of {', '.join(PLANNING_AXES)}, got {axis!r}.")
+    return AXES if axis == "both" else (axis,)
+
+
+def _check_diversity(mode: str, cap: float, weight: float) -> None:
+    if mode not in DIVERSITY_MODES:
+        raise ValueError(f"`diversity` must be one of {', '.join(DIVERSITY_MODES)}, got {mode!r}.")
+    if not (isinstance(cap, (int, float)) and 0.0 <= cap <= 1.0):
+        raise ValueError(f"`diversity_cap` must be a number in [0, 1], got {cap!r}.")
+    if not (isinstance(weight, (int, float)) and math.isfinite(weight)):
+        raise ValueError(f"`diversity_weight` must be a finite number, got {weight!r}.")
+
+
+def _mean_over_axes(per_axis: list[list[float]]) -> list[float]:
+    if len(per_axis) == 1:
+        return per_axis[0]
+    return [sum(values) / len(values) for values in zip(*per_axis)]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The reward callables. Instances of small classes (not closures) so they pickle and carry their own `__name__`
+# (TRL's `get_callable_name` unwraps `functools.partial` to the inner function's name, so partials would all log
+# under one name).
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class _DrivingReward:
+    """Base of the driving rewards: TRL call signature, shared preparation, a `__name__` for TRL's logs."""
+
+    def __init__(self, name: str, predict: Predictor = parse_answer, predict_columns: Sequence[str] = ()):
+        if not callable(predict):
+            raise ValueError(f"`predict` must be callable (text -> AnswerWords), got {predict!r}.")
+        self.__name__ = name
+        self.predict = predict
+        self.predict_columns = tuple(predict_columns)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.__name__}>"
+
+    def __call__(self, prompts: Sequence[Any] | None = None, completions: Sequence[Any] | None = None, **kwargs):
+        if completions is None:
+            raise ValueError(f"Reward '{self.__name__}' needs `completions`.")
+        batch = _Batch(prompts, completions, kwargs, self.predict, self.predict_columns)
+        return self._score(batch, kwargs)
+
+    def _score(self, batch: _Batch, kwargs: Mapping[str, Any]) -> list[float | None]:
+        raise NotImplementedError
+
+
+class PlanningReward(_DrivingReward):
+    """Per-axis planning reward: F1 × action weight × paper diversity factor, or F1 × weight ± release term.
+
+    Built by `make_planning_reward`; see the module docstring for the definitions. With `axis="both"` the value is
+    the mean of the speed and path values.
+    """
+
+    def __init__(
+        self,
+        axis: str,
+        *,
+        weighting: bool = True,
+        diversity: str = "paper",
+        weights: Mapping[str, float] | None = None,
+        diversity_cap: float = 0.2,
+        diversity_weight: float = 0.4,
+        name: str | None = None,
+        predict: Predictor = parse_answer,
+        predict_columns: Sequence[str] = (),
+        metric_prefix: str = "planning",
+    ):
+        self.axes = _axes_of(axis)
+        _check_diversity(diversity, diversity_cap, diversity_weight)
+        self.axis = axis
+        self.weighting = weighting
+        self.diversity = diversity
+        self.weights = _resolve_weights(weights)
+        self.diversity_cap = float(diversity_cap)
+        self.diversity_weight = float(diversity_weight)
+        self.metric_prefix = metric_prefix
+        super().__init__(name or _default_planning_name(axis, weighting, diversity), predict, predict_columns)
+
+    def _score(self, batch: _Batch, kwargs: Mapping[str, Any]) -> list[float | None]:
+        per_axis, missing = [], [False] * batch.size
+        for axis in self.axes:
+            words = batch.words(axis)
+            truth = _ground_truth(axis, batch.size, kwargs, self.__name__)
+            f1 = [_f1(p, t) if t is not None else 0.0 for p, t in zip(words, truth)]
+            missing = [m or t is None for m, t in zip(missing, truth)]
+            _log_f1(kwargs, f"{self.metric_prefix}/{axis}_f1", f1, truth)
+            values = f1
+            if self.weighting:
+                values = [v * _mean_weight(p, self.weights) for v, p in zip(values, words)]
+            if self.diversity == "paper":
+                factors = _paper_factors(words, batch.groups, self.diversity_cap)
+                values = [v * d for v, d in zip(values, factors)]
+            elif self.diversity == "release":
+                terms = _release_terms(words, batch.groups, self.diversity_weight)
+                values = [v + d for v, d in zip(values, terms)]
+            per_axis.append(values)
+        _log_valid_share(kwargs, f"{self.metric_prefix}/valid_answer", batch)
+        return [None if m else v for v, m in zip(_mean_over_axes(per_axis), missing)]
+
+
+def _default_planning_name(axis: str, weighting: bool, diversity: str) -> str:
+    if weighting and diversity == "paper":
+        return f"{axis}_planning_reward"
+    return f"{axis}_planning{'' if weighting else '_unweighted'}_{diversity}_reward"
+
+
+def _log_f1(kwargs: Mapping[str, Any], name: str, f1: list[float], truth: list[Any]) -> None:
+    log_metric = kwargs.get("log_metric")
+    scored = [v for v, t in zip(f1, truth) if t is not None]
+    if callable(log_metric) and scored:
+        log_metric(name, sum(scored) / len(scored))
+
+
+def _log_valid_share(kwargs: Mapping[str, Any], name: str, batch: _Batch) -> None:
+    """Share of completions whose answer holds exactly one word on each axis."""
+    log_metric = kwargs.get("log_metric")
+    if callable(log_metric) and batch.size:
+        valid = sum(len(p.speed) == 1 and len(p.path) == 1 for p in batch.predicted)
+        log_metric(name, valid / batch.size)
+
+
+def make_planning_reward(
+    axis: str,
+    *,
+    weighting: bool = True,
+    diversity: str = "paper",
+    weights: Mapping[str, float] | None = None,
+    diversity_cap: float = 0.2,
+    diversity_weight: float = 0.4,
+    name: str | None = None,
+    predict: Predictor = parse_answer,
+    predict_columns: Sequence[str] = (),
+    metric_prefix: str = "planning",
+) -> PlanningReward:
+    """Build a planning reward for one axis (`"speed"`, `"path"`, or `"both"` for their mean).
+
+    Args:
+        axis: which meta-action axis is scored.
+        weighting: multiply F1 by the mean action weight of the predicted words.
+        diversity: `"paper"` (multiply by `1 - min(diversity_cap, share)`), `"release"` (add `±diversity_weight`
+            like the published code, per group) or `"none"`.
+        weights: per-action weights overriding `DEFAULT_ACTION_WEIGHTS` (words of either axis; missing ones keep
+            their default).
+        name: the callable's `__name__`, which TRL logs as `rewards/<name>/mean`. Default e.g.
+            `speed_planning_reward`, `path_planning_release_reward`.
+        predict: text -> `AnswerWords`, the predicted words (default `actions.parse_answer`). A trajectory-mode
+            reward passes a predictor that derives the meta-actions from the predicted waypoints.
+        predict_columns: dataset columns passed to `predict` after the text, row by row (e.g. `("ego_speed",)`).
+        metric_prefix: prefix of the metrics sent to TRL's `log_metric` (`<prefix>/speed_f1`, `<prefix>/path_f1`,
+            `<prefix>/valid_answer`).
+
+    Example:
+        >>> reward = make_planning_reward("speed", diversity="release", name="speed_release")
+        >>> reward(prompts=["p", "p"], completions=["<answer> STOP, STRAIGHT </answer>"] * 2, speed_action=["STOP"] * 2)
+        [1.4, 0.6]
+    """
+    return PlanningReward(
+        axis,
+        weighting=weighting,
+        diversity=diversity,
+        weights=weights,
+        diversity_cap=diversity_cap,
+        diversity_weight=diversity_weight,
+        name=name,
+        predict=predict,
+        predict_columns=predict_columns,
+        metric_prefix=metric_prefix,
+    )
+
+
+class ActionWeightReward(_DrivingReward):
+    """Mean over the two axes of the mean action weight of the predicted words (0 on an axis without a valid word).
+
+    Needs no ground truth: it rewards committing to safety-critical decisions, so use it alongside an accuracy reward.
+
+    Example:
+        >>> action_weight_reward(completions=["<answer> STOP, STRAIGHT </answer>"])
+        [0.9]
+    """
+
+    def __init__(self, weights: Mapping[str, float] | None = None, *, name: str = "action_weight_reward", **kwargs):
+        self.weights = _resolve_weights(weights)
+        super().__init__(name, **kwargs)
+
+    def _score(self, batch: _Batch, kwargs: Mapping[str, Any]) -> list[float | None]:
+        return _mean_over_axes([[_mean_weight(p, self.weights) for p in batch.words(axis)] for axis in AXES])
+
+
+class DiversityReward(_DrivingReward):
+    """The diversity term alone, mean over the two axes, within groups of completions sharing a prompt.
+
+    `paper`: the factor `1 - min(cap, share)` for an axis with a valid word, 0 for an axis without one (as a
+    standalone reward, emitting no valid word must not pay). `release`: the additive `±weight` term, unchanged
+    (so an answer without any valid word gets `+weight`, as in the published code).
+
+    Example:
+        >>> diversity_reward(prompts=["p"] * 2, completions=["<answer> KEEP, STRAIGHT </answer>",
+        ...                                                 "<answer> STOP, STRAIGHT </answer>"])
+        [0.9, 0.9]
+    """
+
+    def __init__(
+        self, mode: str = "paper", *, cap: float = 0.2, weight: float = 0.4, name: str = "diversity_reward", **kwargs
+    ):
+        if mode == "none":
+            raise ValueError("The diversity reward needs `diversity` 'paper' or 'release', not 'none'.")
+        _check_diversity(mode, cap, weight)
+        self.mode, self.cap, self.weight = mode, float(cap), float(weight)
+        super().__init__(name, **kwargs)
+
+    def _score(self, batch: _Batch, kwargs: Mapping[str, Any]) -> list[float | None]:
+        per_axis = []
+        for axis in AXES:
+            words = batch.words(axis)
+            if self.mode == "paper":
+                factors = _paper_factors(words, batch.groups, self.cap)
+                per_axis.append([f if w else 0.0 for f, w in zip(factors, words)])
+            else:
+                per_axis.append(_release_terms(words, batch.groups, self.weight))
+        return _mean_over_axes(per_axis)
+
+
+def is_well_formatted(text: Any) -> bool:
+    """True when `text` (surrounding whitespace aside) is exactly `<think>…</think>` then `<answer>…</answer>`, each
+    tag once, only whitespace between the blocks. Never raises."""
+    if not isinstance(text, str):
+        return False
+    stripped = text.strip()
+    if not (stripped.startswith(_THINK_OPEN) and stripped.endswith(_ANSWER_CLOSE)):
+        return False
+    if any(stripped.count(tag) != 1 for tag in (_THINK_OPEN, _THINK_CLOSE, _ANSWER_OPEN, _ANSWER_CLOSE)):
+        return False
+    think_end, answer_start = stripped.find(_THINK_CLOSE), stripped.find(_ANSWER_OPEN)
+    return think_end < answer_start and not stripped[think_end + len(_THINK_CLOSE) : answer_start].strip()
+
+
+class FormatReward:
+    """1.0 when the completion is `<think>…</think> <answer>…</answer>` and nothing else, else 0.0. With
+    `strict=True` the answer must also hold exactly one SPEED and one PATH word (`actions.parse_answer_strict`).
+
+    Example:
+        >>> format_reward(completions=["<think> clear road </think>\\n<answer> KEEP, STRAIGHT </answer>",
+        ...                            "<answer> KEEP, STRAIGHT </answer>"])
+        [1.0, 0.0]
+        >>> format_reward_strict(completions=["<think> ? </think> <answer> KEEP, STOP, STRAIGHT </answer>"])
+        [0.0]
+    """
+
+    def __init__(self, strict: bool = False, *, name: str | None = None):
+        self.strict = strict
+        self.__name__ = name or ("format_reward_strict" if strict else "format_reward")
+
+    def __repr__(self) -> str:
+        return f"<FormatReward {self.__name__}>"
+
+    def __call__(self, prompts: Sequence[Any] | None = None, completions: Sequence[Any] | None = None, **kwargs):
+        if completions is None:
+            raise ValueError(f"Reward '{self.__name__}' needs `completions`.")
+        rewards = []
+        for completion in completions:
+            text = completion_to_text(completion)
+            ok = is_well_formatted(text) and (not self.strict or parse_answer_strict(text) is not None)
+            rewards.append(1.0 if ok else 0.0)
+        return rewards
+
+
+format_reward = FormatReward(strict=False)
+format_reward_strict = FormatReward(strict=True)
+planning_accuracy_reward = make_planning_reward(
+    "both", weighting=False, diversity="none", name="planning_accuracy_reward"
+)
+action_weight_reward = ActionWeightReward()
+diversity_reward = DiversityReward("paper")
+speed_planning_reward = make_planning_reward("speed")
+path_planning_reward = make_planning_reward("path")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Registry: name -> factory(**options) -> callable named `name`. Options are those of
+# `DrivingGRPOConfig.reward_options()`; each factory takes what it uses and ignores the rest.
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _planning_factory(axis: str, name: str, fixed_diversity: str | None = None) -> Callable[..., PlanningReward]:
+    def factory(
+        *,
+        diversity: str = "paper",
+        diversity_cap: float = 0.2,
+        diversity_weight: float = 0.4,
+        speed_weights: Mapping[str, float] | None = None,
+        path_weights: Mapping[str, float] | None = None,
+        **_ignored: Any,
+    ) -> PlanningReward:
+        return make_planning_reward(
+            axis,
+            diversity=fixed_diversity or diversity,
+            weights=speed_weights if axis == "speed" else path_weights,
+            diversity_cap=diversity_cap,
+            diversity_weight=diversity_weight,
+            name=name,
+        )
+
+    factory.__name__ = f"{name}_factory"
+    return factory
+
+
+def _format_factory(**_ignored: Any) -> FormatReward:
+    return FormatReward(strict=False, name="format")
+
+
+def _format_strict_factory(**_ignored: Any) -> FormatReward:
+    return FormatReward(strict=True, name="format_strict")
+
+
+def _planning_accuracy_factory(**_ignored: Any) -> PlanningReward:
+    return make_planning_reward("both", weighting=False, diversity="none", name="planning_accuracy")
+
+
+def _action_weight_factory(
+    *, speed_weights: Mapping[str, float] | None = None, path_weights: Mapping[str, float] | None = None, **_ignored
+) -> ActionWeightReward:
+    return ActionWeightReward({**(speed_weights or {}), **(path_weights or {})}, name="action_weight")
+
+
+def _diversity_factory(
+    *, diversity: str = "paper", diversity_cap: float = 0.2, diversity_weight: float = 0.4, **_ignored: Any
+) -> DiversityReward:
+    return DiversityReward(diversity, cap=diversity_cap, weight=diversity_weight, name="diversity")
+
+
+REWARD_REGISTRY: dict[str, Callable[..., Callable]] = {
+    "format": _format_factory,
+    "format_strict": _format_strict_factory,
+    "planning_accuracy": _planning_accuracy_factory,
+    "action_weight": _action_weight_factory,
+    "diversity": _diversity_factory,
+    "speed_planning": _planning_factory("speed", "speed_planning"),
+    "path_planning": _planning_factory("path", "path_planning"),
+    "speed_planning_release": _planning_factory("speed", "speed_planning_release", fixed_diversity="release"),
+    "path_planning_release": _planning_factory("path", "path_planning_release", fixed_diversity="release"),
+}
+
+
+def get_reward_funcs(names: str | Sequence[str], **options: Any) -> list[Callable]:
+    """Reward callables for the registry `names`, in order, each named after its registry key (TRL logs
+    `rewards/<name>/mean`). `options` are `DrivingGRPOConfig.reward_options()` (`diversity`, `diversity_cap`,
+    `diversity_weight`, `speed_weights`, `path_weights`, `trajectory_scale`); a reward ignores options it does not
+    take. `speed_planning` / `path_planning` follow the `diversity` option; the `_release` variants always use the
+    release mode.
+
+    Example:
+        >>> [f.__name__ for f in get_reward_funcs("speed_planning_release, format", diversity_weight=0.5)]
+        ['speed_planning_release', 'format']
+    """
+    if isinstance(names, str):
+        names = [name.strip() for name in names.split(",") if name.strip()]
+    unknown = [name for name in names if name not in REWARD_REGISTRY]
+    if unknown:
+        raise ValueError(
+            f"Unknown reward name(s) {', '.join(map(repr, unknown))}; valid names: {', '.join(REWARD_REGISTRY)}."
+        )
+    return [REWARD_REGISTRY[name](**options) for name in names]

@@ -1,0 +1,577 @@
+"""The AlphaDrive rewards: exact hand-worked values for every component and mode, grouping, ground-truth sources,
+robustness on arbitrary completions, the registry, and a real `trl.GRPOTrainer` run with the registry rewards."""
+
+from __future__ import annotations
+
+import doctest
+import math
+import pickle
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from alphadrive_trl import rewards
+from alphadrive_trl.actions import AnswerWords
+from alphadrive_trl.rewards import (
+    REWARD_REGISTRY,
+    action_weight_reward,
+    diversity_reward,
+    format_reward,
+    format_reward_strict,
+    get_reward_funcs,
+    make_planning_reward,
+    path_planning_reward,
+    planning_accuracy_reward,
+    prompt_group_key,
+    speed_planning_reward,
+)
+
+ABS = 1e-12
+
+
+def answer(*words: str, think: str = "reasoning") -> str:
+    return f"<think> {think} </think> <answer> {', '.join(words)} </answer>"
+
+
+def approx(values):
+    return pytest.approx(values, abs=ABS)
+
+
+def call(reward, completions, *, prompts=None, speed=None, path=None, **kwargs):
+    n = len(completions)
+    if speed is not None:
+        kwargs["speed_action"] = [speed] * n if isinstance(speed, str) else speed
+    if path is not None:
+        kwargs["path_action"] = [path] * n if isinstance(path, str) else path
+    return reward(prompts=prompts, completions=completions, **kwargs)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Accuracy (F1)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def test_planning_accuracy_exact_f1_with_extra_and_missing_words():
+    completions = [
+        answer("KEEP", "STRAIGHT"),  # perfect: exactly 1.0
+        answer("KEEP", "STOP", "STRAIGHT"),  # one extra speed word: speed F1 2/3, path 1 -> 5/6
+        "<answer> STRAIGHT </answer>",  # speed missing: 0 and 1 -> 0.5
+        answer("KEEP", "STOP", "ACCELERATE", "LEFT_TURN"),  # speed 2*1/(3+1) = 0.5, path 0 -> 0.25
+        answer("STOP", "LEFT_TURN"),  # both wrong
+        "",  # nothing
+    ]
+    result = call(planning_accuracy_reward, completions, speed="KEEP", path="STRAIGHT")
+    assert result[0] == 1.0
+    assert result == approx([1.0, 5 / 6, 0.5, 0.25, 0.0, 0.0])
+
+
+def test_accuracy_is_exact_with_multi_word_ground_truth_from_solution():
+    # Ground truth {KEEP, DECELERATE}: predicting one of them gives F1 = 2*1/(1+2) = 2/3 on speed.
+    solution = ["<answer> KEEP, DECELERATE, LEFT_CHANGE </answer>"] * 2
+    completions = [answer("KEEP", "LEFT_CHANGE"), answer("KEEP", "DECELERATE", "LEFT_CHANGE")]
+    assert planning_accuracy_reward(completions=completions, solution=solution) == approx([(2 / 3 + 1) / 2, 1.0])
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Action weights
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def test_action_weight_reward_means_the_weights_of_the_predicted_words():
+    completions = [
+        answer("STOP", "STRAIGHT"),  # (1.0 + 0.8) / 2
+        answer("KEEP", "LEFT_TURN"),  # (0.8 + 1.0) / 2
+        answer("ACCELERATE", "KEEP", "RIGHT_CHANGE"),  # speed (0.9 + 0.8) / 2 = 0.85, path 1.0 -> 0.925
+        "<answer> DECELERATE </answer>",  # (1.0 + 0) / 2
+        "no answer at all",
+    ]
+    assert action_weight_reward(completions=completions) == approx([0.9, 0.9, 0.925, 0.5, 0.0])
+
+
+def test_planning_reward_multiplies_f1_by_weight_for_each_axis():
+    completions = [answer("KEEP", "STRAIGHT"), answer("KEEP", "STOP", "STRAIGHT")]
+    # Different prompts: groups of 1, diversity factor 1.
+    speed = call(speed_planning_reward, completions, prompts=["a", "b"], speed="STOP")
+    # STOP truth: first F1 0; second F1 2/3 * mean(0.8, 1.0) = 2/3 * 0.9 = 0.6.
+    assert speed == approx([0.0, 0.6])
+    path = call(path_planning_reward, completions, prompts=["a", "b"], path="STRAIGHT")
+    assert path == approx([0.8, 0.8])
+    turn = call(path_planning_reward, [answer("KEEP", "LEFT_TURN")], prompts=["a"], path="LEFT_TURN")
+    assert turn == approx([1.0])
+
+
+def test_custom_weights_override_defaults_and_bad_weights_raise():
+    reward = make_planning_reward("speed", weights={"keep": 0.5}, diversity="none")
+    assert call(reward, [answer("KEEP", "STRAIGHT"), answer("STOP", "STRAIGHT")], speed=["KEEP", "STOP"]) == approx(
+        [0.5, 1.0]
+    )
+    with pytest.raises(ValueError, match="Unknown action 'FLY'"):
+        make_planning_reward("speed", weights={"FLY": 1.0})
+    with pytest.raises(ValueError, match="finite"):
+        make_planning_reward("path", weights={"STRAIGHT": float("nan")})
+    with pytest.raises(ValueError, match="`axis` must be one of"):
+        make_planning_reward("lateral")
+    with pytest.raises(ValueError, match="`diversity` must be one of"):
+        make_planning_reward("speed", diversity="global")
+    with pytest.raises(ValueError, match="diversity_cap"):
+        make_planning_reward("speed", diversity_cap=1.5)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Paper-mode diversity
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def test_paper_diversity_group_of_one_has_no_penalty():
+    assert call(speed_planning_reward, [answer("KEEP", "STRAIGHT")], prompts=["p"], speed="KEEP") == approx([0.8])
+    assert call(speed_planning_reward, [answer("STOP", "STRAIGHT")], prompts=["p"], speed="STOP") == [1.0]
+
+
+def test_paper_diversity_group_of_two():
+    same = [answer("KEEP", "STRAIGHT")] * 2
+    # Each sees the other choose KEEP: share 1 -> factor 1 - min(0.2, 1) = 0.8; reward 1 * 0.8 * 0.8.
+    assert call(speed_planning_reward, same, prompts=["p"] * 2, speed="KEEP") == approx([0.64, 0.64])
+    different = [answer("KEEP", "STRAIGHT"), answer("STOP", "STRAIGHT")]
+    assert call(speed_planning_reward, different, prompts=["p"] * 2, speed="KEEP") == approx([0.8, 0.0])
+    # Path: both STRAIGHT -> 0.8 * 0.8.
+    assert call(path_planning_reward, different, prompts=["p"] * 2, path="STRAIGHT") == approx([0.64, 0.64])
+
+
+def test_paper_diversity_group_of_four_with_larger_cap():
+    completions = [answer(w, "STRAIGHT") for w in ("KEEP", "KEEP", "STOP", "ACCELERATE")]
+    # KEEP: 1 of the 3 others also says KEEP, share 1/3 -> factor 2/3 (cap 0.5); reward 1 * 0.8 * 2/3.
+    reward = make_planning_reward("speed", diversity_cap=0.5)
+    assert call(reward, completions, prompts=["p"] * 4, speed="KEEP") == approx([0.8 * 2 / 3, 0.8 * 2 / 3, 0.0, 0.0])
+    # Default cap 0.2 binds: 0.8 * 0.8.
+    assert call(speed_planning_reward, completions, prompts=["p"] * 4, speed="KEEP") == approx([0.64, 0.64, 0, 0])
+
+
+def test_paper_diversity_group_of_eight_with_several_words():
+    speed_words = [("KEEP", "STOP"), ("KEEP",), ("KEEP",), ("KEEP",), ("STOP",), ("STOP",), ("STOP",), ("STOP",)]
+    completions = [answer(*words, "STRAIGHT") for words in speed_words]
+    reward = make_planning_reward("speed", diversity_cap=1.0)
+    result = call(reward, completions, prompts=["p"] * 8, speed="STOP")
+    # Counts in the group: KEEP 4, STOP 5; 7 others each.
+    # Completion 0: share = mean((4-1)/7, (5-1)/7) = 0.5; F1 = 2/3; weight = (0.8+1.0)/2 = 0.9 -> 2/3*0.9*0.5 = 0.3.
+    # A STOP completion: share 4/7 -> factor 3/7; F1 1, weight 1 -> 3/7. KEEP completions: F1 0.
+    assert result == approx([0.3, 0.0, 0.0, 0.0, 3 / 7, 3 / 7, 3 / 7, 3 / 7])
+    # Default cap: STOP completions 1 * 1 * 0.8; completion 0: 2/3 * 0.9 * 0.8 = 0.48.
+    assert call(speed_planning_reward, completions, prompts=["p"] * 8, speed="STOP") == approx(
+        [0.48, 0, 0, 0, 0.8, 0.8, 0.8, 0.8]
+    )
+
+
+def test_paper_diversity_group_of_eight_full_cap():
+    completions = [answer("KEEP", "STRAIGHT")] + [answer("DECELERATE", "STRAIGHT")] * 7
+    reward = make_planning_reward("speed", diversity_cap=1.0)
+    # DECELERATE: 6 of 7 others agree -> factor 1/7.
+    assert call(reward, completions, prompts=["p"] * 8, speed="DECELERATE") == approx([0.0] + [1 / 7] * 7)
+
+
+def test_groups_are_formed_by_prompt_not_position():
+    prompts = ["scene A", "scene B", "scene A", "scene B"]
+    completions = [answer(w, "STRAIGHT") for w in ("KEEP", "KEEP", "KEEP", "STOP")]
+    # Group A: two KEEPs -> 0.64 each. Group B: KEEP and STOP -> KEEP unshared 0.8, STOP wrong 0.
+    assert call(speed_planning_reward, completions, prompts=prompts, speed="KEEP") == approx([0.64, 0.8, 0.64, 0.0])
+
+
+def test_message_list_prompts_group_by_text_and_sample_id():
+    def prompt(text):
+        return [{"role": "user", "content": [{"type": "image", "image": object()}, {"type": "text", "text": text}]}]
+
+    completions = [[{"role": "assistant", "content": answer("KEEP", "STRAIGHT")}] for _ in range(3)]
+    prompts = [prompt("speed 10 m/s"), prompt("speed 10 m/s"), prompt("speed 5 m/s")]
+    assert prompt_group_key(prompts[0]) == prompt_group_key(prompts[1]) != prompt_group_key(prompts[2])
+    assert call(speed_planning_reward, completions, prompts=prompts, speed="KEEP") == approx([0.64, 0.64, 0.8])
+    # Same wording, different scenes: `sample_id` keeps them in separate groups.
+    result = call(speed_planning_reward, completions, prompts=prompts, speed="KEEP", sample_id=["s1", "s2", "s3"])
+    assert result == approx([0.8, 0.8, 0.8])
+
+
+def test_group_split_across_two_calls_is_scored_per_call():
+    completions = [answer(w, "STRAIGHT") for w in ("KEEP", "STOP", "KEEP", "KEEP")]
+    reward = make_planning_reward("speed", diversity_cap=1.0)
+    # One call: KEEP shared by 2 of 3 others -> factor 1/3, reward 0.8/3.
+    whole = call(reward, completions, prompts=["p"] * 4, speed="KEEP")
+    assert whole == approx([0.8 / 3, 0.0, 0.8 / 3, 0.8 / 3])
+    # The same group in two calls (as two processes would see it): each call only sees its own part.
+    first = call(reward, completions[:2], prompts=["p"] * 2, speed="KEEP")
+    second = call(reward, completions[2:], prompts=["p"] * 2, speed="KEEP")
+    assert first + second == approx([0.8, 0.0, 0.0, 0.0])
+
+
+def test_without_prompts_the_call_is_one_group():
+    completions = [answer("KEEP", "STRAIGHT")] * 2
+    assert call(speed_planning_reward, completions, speed="KEEP") == approx([0.64, 0.64])
+
+
+def test_diversity_none_is_f1_times_weight():
+    reward = make_planning_reward("speed", diversity="none")
+    assert reward.__name__ == "speed_planning_none_reward"
+    assert call(reward, [answer("KEEP", "STRAIGHT")] * 2, prompts=["p"] * 2, speed="KEEP") == approx([0.8, 0.8])
+    unweighted = make_planning_reward("path", weighting=False, diversity="none")
+    assert call(unweighted, [answer("KEEP", "STRAIGHT")], path="STRAIGHT") == [1.0]
+
+
+def test_diversity_reward_component_paper_and_release():
+    completions = [answer("KEEP", "STRAIGHT"), answer("STOP", "STRAIGHT"), "garbage"]
+    # Speed: KEEP/STOP unshared -> 1.0, garbage 0. Path: STRAIGHT shared by 1 of 2 others -> share 0.5 -> 0.8.
+    assert diversity_reward(prompts=["p"] * 3, completions=completions) == approx([0.9, 0.9, 0.0])
+    release = get_reward_funcs(["diversity"], diversity="release", diversity_weight=0.5)[0]
+    # Speed: +0.5, +0.5, +0.5 (no word). Path: +0.5, -0.5 (STRAIGHT reused), +0.5 (no word).
+    assert release(prompts=["p"] * 3, completions=completions) == approx([0.5, 0.0, 0.5])
+    with pytest.raises(ValueError, match="'paper' or 'release'"):
+        get_reward_funcs(["diversity"], diversity="none")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Release-mode diversity (the published code's additive +/- w, per group)
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def test_release_first_use_gets_bonus_later_reuse_gets_penalty():
+    reward = get_reward_funcs(["speed_planning_release"])[0]
+    completions = [answer("KEEP", "STRAIGHT")] * 2
+    # F1 1 * weight 0.8, +0.4 for the first, -0.4 for the second.
+    assert call(reward, completions, prompts=["p"] * 2, speed="KEEP") == approx([1.2, 0.4])
+
+
+def test_release_is_order_dependent():
+    reward = make_planning_reward("speed", diversity="release")
+    order_a = [answer(w, "STRAIGHT") for w in ("STOP", "KEEP", "KEEP")]
+    order_b = [answer(w, "STRAIGHT") for w in ("KEEP", "KEEP", "STOP")]
+    # Same multiset of answers, but the KEEP that comes first is the one rewarded.
+    assert call(reward, order_a, prompts=["p"] * 3, speed="KEEP") == approx([0.4, 1.2, 0.4])
+    assert call(reward, order_b, prompts=["p"] * 3, speed="KEEP") == approx([1.2, 0.4, 0.4])
+
+
+def test_release_empty_answers_get_the_bonus():
+    reward = make_planning_reward("speed", diversity="release")
+    completions = ["I cannot tell", "", answer("KEEP", "STRAIGHT")]
+    # No valid word shares nothing with earlier words: +0.4 each, even twice in a row.
+    assert call(reward, completions, prompts=["p"] * 3, speed="KEEP") == approx([0.4, 0.4, 1.2])
+
+
+def test_release_multi_word_reuse_and_weighting_off():
+    reward = make_planning_reward("speed", diversity="release")
+    completions = [answer("KEEP", "STOP", "STRAIGHT"), answer("STOP", "STRAIGHT")]
+    # First: F1 2/3 * weight 0.9 + 0.4 = 1.0. Second reuses STOP: 1 * 1.0 - 0.4 = 0.6.
+    assert call(reward, completions, prompts=["p"] * 2, speed="STOP") == approx([1.0, 0.6])
+    unweighted = make_planning_reward("speed", weighting=False, diversity="release", diversity_weight=0.25)
+    assert call(unweighted, completions, prompts=["p"] * 2, speed="STOP") == approx([2 / 3 + 0.25, 0.75])
+
+
+def test_release_is_scoped_per_group_not_per_call():
+    reward = make_planning_reward("path", diversity="release")
+    completions = [answer("KEEP", "LEFT_TURN")] * 2
+    # The published code counted over the whole call (second: 0.6); here each prompt is its own group.
+    assert call(reward, completions, prompts=["a", "b"], path="LEFT_TURN") == approx([1.4, 1.4])
+    assert call(reward, completions, prompts=["a", "a"], path="LEFT_TURN") == approx([1.4, 0.6])
+
+
+def test_registry_planning_rewards_follow_the_diversity_option():
+    speed, path = get_reward_funcs(["speed_planning", "path_planning"], diversity="release", diversity_weight=0.1)
+    completions = [answer("KEEP", "STRAIGHT")] * 2
+    assert call(speed, completions, prompts=["p"] * 2, speed="KEEP") == approx([0.9, 0.7])
+    assert call(path, completions, prompts=["p"] * 2, path="STRAIGHT") == approx([0.9, 0.7])
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Format
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "lenient", "strict"),
+    [
+        ("<think> clear road </think> <answer> KEEP, STRAIGHT </answer>", 1.0, 1.0),
+        ("  \n<think>a</think>\n\n<answer>STOP, LEFT_TURN</answer>\n", 1.0, 1.0),
+        ("<think></think><answer> keep, straight </answer>", 1.0, 1.0),
+        ("<think> hmm </think> <answer> KEEP, STOP, STRAIGHT </answer>", 1.0, 0.0),
+        ("<think> hmm </think> <answer> maybe </answer>", 1.0, 0.0),
+        ("<answer> KEEP, STRAIGHT </answer>", 0.0, 0.0),
+        ("<think> a </think> text <answer> KEEP, STRAIGHT </answer>", 0.0, 0.0),
+        ("<think> a </think> <answer> KEEP, STRAIGHT </answer> trailing", 0.0, 0.0),
+        ("<think> a </think> <answer> KEEP, STRAIGHT </answer><answer> STOP, STRAIGHT </answer>", 0.0, 0.0),
+        ("<think> a <think> b </think> <answer> KEEP, STRAIGHT </answer>", 0.0, 0.0),
+        ("<answer> KEEP, STRAIGHT </answer> <think> a </think>", 0.0, 0.0),
+        ("<think> a </think> <answer> KEEP, STRAIGHT", 0.0, 0.0),
+        ("", 0.0, 0.0),
+    ],
+)
+def test_format_rewards(text, lenient, strict):
+    assert format_reward(completions=[text]) == [lenient]
+    assert format_reward_strict(completions=[[{"role": "assistant", "content": text}]]) == [strict]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Inputs: completion forms, ground-truth sources, extra kwargs, logging
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def test_message_list_completions_and_trl_kwargs_are_accepted():
+    text = answer("DECELERATE", "RIGHT_CHANGE")
+    forms = [
+        text,
+        [{"role": "assistant", "content": text}],
+        [{"content": text}],  # TRL's own reward examples use this form
+        [{"role": "assistant", "content": [{"type": "text", "text": text}]}],
+    ]
+    extra = {
+        "trainer_state": object(),
+        "log_extra": lambda *a: None,
+        "completion_ids": [[1]] * 4,
+        "images": [None] * 4,
+    }
+    for reward in (planning_accuracy_reward, action_weight_reward):
+        result = reward(
+            prompts=[f"p{i}" for i in range(4)],
+            completions=forms,
+            speed_action=["DECELERATE"] * 4,
+            path_action=["RIGHT_CHANGE"] * 4,
+            navigation=["x"] * 4,
+            **extra,
+        )
+        assert result == approx([1.0] * 4)
+
+
+def test_ground_truth_from_solution_labels_and_missing_rows():
+    completions = [answer("STOP", "STRAIGHT")] * 4
+    prompts = [f"p{i}" for i in range(4)]
+    solution = ["<answer> STOP, STRAIGHT </answer>", "<answer> KEEP, STRAIGHT </answer>", None, "garbage"]
+    assert speed_planning_reward(prompts=prompts, completions=completions, solution=solution) == [1.0, 0.0, None, None]
+    # Lower-case labels are normalised; a row without a usable label falls back to its `solution`.
+    labels = ["stop", None, "KEEP", "NOT_A_WORD"]
+    result = speed_planning_reward(prompts=prompts, completions=completions, speed_action=labels, solution=solution)
+    assert result == [1.0, 0.0, 0.0, None]
+    # `both` needs both axes: a missing one makes the row None.
+    result = planning_accuracy_reward(completions=completions[:2], speed_action=["STOP"] * 2, path_action=[None, "X"])
+    assert result == [None, None]
+
+
+def test_missing_ground_truth_columns_and_misaligned_inputs_raise_clearly():
+    with pytest.raises(ValueError, match="`speed_action` column or a `solution` column"):
+        speed_planning_reward(prompts=["p"], completions=["x"], path_action=["STRAIGHT"])
+    with pytest.raises(ValueError, match="`path_action` has 1 values for 2 completions"):
+        path_planning_reward(completions=["x", "y"], path_action=["STRAIGHT"])
+    with pytest.raises(ValueError, match="1 prompts for 2 completions"):
+        speed_planning_reward(prompts=["p"], completions=["x", "y"], speed_action=["KEEP"] * 2)
+    with pytest.raises(ValueError, match="needs `completions`"):
+        format_reward(prompts=["p"])
+
+
+def test_log_metric_receives_per_axis_f1_and_valid_share():
+    logged = []
+    completions = [answer("KEEP", "STRAIGHT"), answer("KEEP", "STOP", "LEFT_TURN"), "nothing", answer("STOP", "X")]
+    kwargs = dict(
+        prompts=["p"] * 4,
+        completions=completions,
+        speed_action=["KEEP", "KEEP", "KEEP", None],
+        path_action=["STRAIGHT"] * 4,
+        log_metric=lambda name, value: logged.append((name, value)),
+    )
+    speed_planning_reward(**kwargs)
+    planning_accuracy_reward(**kwargs)
+    # Speed F1 over rows with ground truth: (1 + 2/3 + 0) / 3. Path F1: (1 + 0 + 0 + 0) / 4.
+    # Valid answers (exactly one word per axis): only the first of four.
+    assert [name for name, _ in logged] == [
+        "planning/speed_f1",
+        "planning/valid_answer",
+        "planning/speed_f1",
+        "planning/path_f1",
+        "planning/valid_answer",
+    ]
+    values = dict(logged)
+    assert values["planning/speed_f1"] == pytest.approx(5 / 9, abs=ABS)
+    assert values["planning/path_f1"] == 0.25
+    assert values["planning/valid_answer"] == 0.25
+
+
+def test_predict_hook_and_columns_make_variants_a_one_line_factory():
+    def predict_from_column(text, forced_speed):
+        return AnswerWords(frozenset({forced_speed}), frozenset())
+
+    reward = make_planning_reward(
+        "speed", predict=predict_from_column, predict_columns=("forced",), diversity="none", name="forced_speed"
+    )
+    result = reward(completions=["a", "b"], forced=["STOP", "KEEP"], speed_action=["STOP", "STOP"])
+    assert reward.__name__ == "forced_speed"
+    assert result == approx([1.0, 0.0])
+
+    def broken(text):
+        raise RuntimeError("boom")
+
+    # A failing predictor is "no answer", never a crash.
+    assert make_planning_reward("speed", predict=broken)(completions=["a"], speed_action=["KEEP"]) == [0.0]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Registry
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def test_registry_names_and_unknown_names():
+    required = {
+        "format",
+        "format_strict",
+        "planning_accuracy",
+        "action_weight",
+        "diversity",
+        "speed_planning",
+        "path_planning",
+        "speed_planning_release",
+        "path_planning_release",
+    }
+    assert required <= set(REWARD_REGISTRY)
+    funcs = get_reward_funcs(sorted(REWARD_REGISTRY), trajectory_scale=3.0, unused_option=1)
+    assert [f.__name__ for f in funcs] == sorted(REWARD_REGISTRY)
+    with pytest.raises(ValueError, match=r"Unknown reward name\(s\) 'acuracy'.*valid names: format, format_strict"):
+        get_reward_funcs(["format", "acuracy"])
+
+
+def test_registry_accepts_driving_grpo_config_options(tmp_path):
+    from alphadrive_trl.configs import DrivingGRPOConfig
+
+    config = DrivingGRPOConfig(
+        output_dir=str(tmp_path), use_cpu=True, report_to="none", speed_action_weights='{"KEEP": 0.5}'
+    )
+    funcs = get_reward_funcs(config.reward_funcs, **config.reward_options())
+    assert [f.__name__ for f in funcs] == ["speed_planning", "path_planning", "format"]
+    assert call(funcs[0], [answer("KEEP", "STRAIGHT")], speed="KEEP") == [0.5]
+
+
+def test_rewards_pickle_with_their_names():
+    for reward in get_reward_funcs(list(REWARD_REGISTRY)) + [speed_planning_reward, format_reward]:
+        clone = pickle.loads(pickle.dumps(reward))
+        assert clone.__name__ == reward.__name__
+        completions = [answer("STOP", "LEFT_TURN"), answer("STOP", "STRAIGHT")]
+        kwargs = dict(prompts=["p", "p"], completions=completions, speed_action=["STOP"] * 2, path_action=["X"] * 2)
+        assert clone(**kwargs) == reward(**kwargs)
+
+
+def test_docstring_examples():
+    assert doctest.testmod(rewards).failed == 0
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Robustness: arbitrary completions never raise and give finite floats
+# --------------------------------------------------------------------------------------------------------------------
+
+_FRAGMENTS = st.sampled_from(
+    [
+        "<think>",
+        "</think>",
+        "<answer>",
+        "</answer>",
+        "<ANSWER>",
+        "<answer",
+        "KEEP",
+        "stop",
+        "Left-Turn",
+        "RIGHT_CHANGE",
+        ",",
+        ", ",
+        ";",
+        "\n",
+        " ",
+        "é",
+        "\x00",
+        "🚗",
+        "STRAIGHT.",
+    ]
+)
+_TAGGED = st.lists(_FRAGMENTS | st.text(max_size=5), max_size=30).map("".join)
+_HUGE = st.tuples(_TAGGED, st.integers(1, 2000)).map(lambda t: t[0] * t[1])
+_TEXT = st.text(max_size=60) | _TAGGED | _HUGE
+_JUNK = st.none() | st.integers() | st.floats() | st.binary(max_size=10) | st.just({"weird": [1, 2]})
+_CONTENT = _TEXT | _JUNK | st.lists(st.fixed_dictionaries({"type": st.just("text"), "text": _TEXT | _JUNK}))
+_COMPLETION = (
+    _TEXT
+    | _JUNK
+    | st.lists(st.fixed_dictionaries({"role": st.just("assistant"), "content": _CONTENT}), max_size=2)
+    | st.lists(_JUNK | _TEXT, max_size=2)
+)
+_ALL_REWARDS = get_reward_funcs(list(REWARD_REGISTRY)) + [planning_accuracy_reward, action_weight_reward]
+
+
+@settings(max_examples=2000, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@given(
+    completions=st.lists(_COMPLETION, min_size=5, max_size=6),
+    prompt_ids=st.lists(st.integers(0, 2), min_size=6, max_size=6),
+)
+def test_arbitrary_completions_never_raise(completions, prompt_ids):
+    # 2,000 calls x 5-6 completions: > 10,000 arbitrary completions per run.
+    n = len(completions)
+    prompts = [
+        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": f"p{i}"}]}] for i in prompt_ids
+    ]
+    kwargs = dict(
+        prompts=prompts[:n],
+        completions=completions,
+        speed_action=["KEEP"] * n,
+        path_action=["LEFT_TURN"] * n,
+        trainer_state=None,
+        log_metric=lambda name, value: None,
+    )
+    for reward in _ALL_REWARDS:
+        result = reward(**kwargs)
+        assert len(result) == n
+        assert all(isinstance(v, float) and math.isfinite(v) for v in result), (reward.__name__, result)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# A plain trl.GRPOTrainer uses the registry rewards unchanged
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_registry_rewards_plug_into_plain_grpo_trainer(tmp_path, tiny_model_dir):
+    from datasets import Dataset
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from trl import GRPOConfig, GRPOTrainer
+
+    model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir)
+    processor = AutoProcessor.from_pretrained(tiny_model_dir)
+    rows = [("KEEP", "STRAIGHT"), ("STOP", "STRAIGHT"), ("DECELERATE", "LEFT_TURN"), ("ACCELERATE", "RIGHT_CHANGE")]
+    dataset = Dataset.from_list(
+        [
+            {
+                "prompt": [{"role": "user", "content": f"Ego speed {i} m/s. Plan: <answer> SPEED, PATH </answer>"}],
+                "speed_action": speed,
+                "path_action": path,
+                "sample_id": f"s{i}",
+            }
+            for i, (speed, path) in enumerate(rows * 2)
+        ]
+    )
+    names = list(REWARD_REGISTRY)
+    args = GRPOConfig(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=4,
+        num_generations=4,
+        max_completion_length=8,
+        max_steps=2,
+        logging_steps=1,
+        learning_rate=1e-4,
+        use_cpu=True,
+        bf16=False,
+        report_to="none",
+        save_strategy="no",
+        seed=0,
+    )
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=get_reward_funcs(names),
+        args=args,
+        train_dataset=dataset,
+        processing_class=processor,
+    )
+    trainer.train()
+    logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert len(logs) == 2
+    for entry in logs:
+        for name in names:
+            assert math.isfinite(entry[f"rewards/{name}/mean"]), name
+        for metric in ("planning/speed_f1", "planning/path_f1", "planning/valid_answer"):
+            assert 0.0 <= entry[metric] <= 1.0
