@@ -412,14 +412,36 @@ class DifficultyPreset:
     hidden_closing_leads: bool
     distractors: float
     yellow_dilemma: bool
+    description: str = ""
 
 
 PRESETS: dict[str, DifficultyPreset] = {
-    "easy": DifficultyPreset("easy", margin=1.0, speed_limits=False, hidden_closing_leads=False, distractors=0.2,
-                             yellow_dilemma=False),
-    "hard": DifficultyPreset("hard", margin=0.25, speed_limits=True, hidden_closing_leads=True, distractors=0.6,
-                             yellow_dilemma=True),
-}  # fmt: skip
+    "easy": DifficultyPreset(
+        "easy",
+        margin=1.0,
+        speed_limits=False,
+        hidden_closing_leads=False,
+        distractors=0.2,
+        yellow_dilemma=False,
+        description="Clear-cut scenes: sampled values stay at least 1 m/s (or the matching distance) away from every "
+        "rule threshold, a slow lead always shows brake lights, the target speed is a fixed 12 m/s and few "
+        "irrelevant cues appear. A ~1 M-parameter VLM learns it on CPU in about a minute.",
+    ),
+    "hard": DifficultyPreset(
+        "hard",
+        margin=0.25,
+        speed_limits=True,
+        hidden_closing_leads=True,
+        distractors=0.6,
+        yellow_dilemma=True,
+        description="The benchmark configuration: the same rules, with numeric comparisons (the ego speed in the text "
+        "against the number on a speed-limit sign; the braking distance against the distance to a yellow light's "
+        "stop line), values within 0.25 m/s of the thresholds, slower leads without brake lights (their approach "
+        "shows only across history frames), more irrelevant cues, and - with side cameras - cars alongside that "
+        "only a side view shows deciding whether a lane change is possible. Ambiguous scenes list several "
+        "`feasible_actions`.",
+    ),
+}
 
 _CAR_COLORS = ((190, 40, 40), (40, 70, 170), (230, 230, 230), (30, 30, 30), (200, 170, 40), (60, 130, 70))
 
@@ -459,7 +481,9 @@ def _target_speed(draft: _Draft, turning: bool) -> float:
     return draft.get("speed_limit") or CRUISE_SPEED
 
 
-def _sample_candidate(rng: random.Random, target: tuple[str, str], preset: DifficultyPreset, side_cameras: set[str]):
+def _sample_candidate(
+    rng: random.Random, target: tuple[str, str], preset: DifficultyPreset, side_cameras: set[str], history: int
+):
     speed_word, path = target
     m = preset.margin
     d = _Draft()
@@ -525,7 +549,7 @@ def _sample_candidate(rng: random.Random, target: tuple[str, str], preset: Diffi
         if rng.random() < 0.3 and not turning:
             d["junction_distance"], d["light"] = round(_u(rng, 5.0, 40.0), 1), "green"
     elif speed_word == "DECELERATE":
-        _setup_decelerate(rng, d, preset, turning, changing, v_target)
+        _setup_decelerate(rng, d, preset, turning, changing, v_target, history)
     else:
         _setup_stop(rng, d, preset, turning, changing, side)
 
@@ -553,7 +577,9 @@ def _blocking_car(rng: random.Random, side_cameras: set[str], side: str) -> Vehi
     return _car(rng, _u(rng, ALONGSIDE + 2, CHANGE_CLEAR_GAP - 2), _u(rng, 6, 14))
 
 
-def _setup_decelerate(rng, d: _Draft, preset: DifficultyPreset, turning: bool, changing: bool, v_target: float):
+def _setup_decelerate(
+    rng, d: _Draft, preset: DifficultyPreset, turning: bool, changing: bool, v_target: float, history: int
+):
     m = preset.margin
     roll = rng.random()
     if turning or changing or roll < 0.3:  # too fast for the target speed
@@ -562,7 +588,7 @@ def _setup_decelerate(rng, d: _Draft, preset: DifficultyPreset, turning: bool, c
     if roll < 0.6:  # a braking (or, hard + history, silently slower) lead within the headway
         v = _u(rng, 5.0, 16.0)
         d["ego_speed"] = _speed(v)
-        if preset.hidden_closing_leads and rng.random() < 0.3:
+        if preset.hidden_closing_leads and history > 0 and rng.random() < 0.3:  # needs a frame to compare
             closing = _u(rng, CLOSING_SPEED + m, 8.0)
             gap = _u(rng, 4.0, closing * (CLOSING_TIME - m))
             d["lead"] = _car(rng, gap, v - closing, braking=False)
@@ -636,14 +662,16 @@ def sample_scene(
     target: tuple[str, str],
     preset: DifficultyPreset | str = "easy",
     side_cameras: set[str] | frozenset[str] = frozenset(),
+    history_frames: int = 0,
     max_tries: int = 8,
 ) -> tuple[Scene, Decision]:
     """Draw a scene meant to have the label `target`; the label always comes from `label_scene`, so when a draw
     misses the target (a distractor interferes) the next try is taken, and after `max_tries` the last scene is kept
-    with its own (correct) label."""
+    with its own (correct) label. Cues the rendered views could not show are never used: cars alongside need the
+    side camera of that side, leads that are slower without brake lights need a history frame."""
     preset = PRESETS[preset] if isinstance(preset, str) else preset
     for _ in range(max_tries):
-        scene = _sample_candidate(rng, target, preset, set(side_cameras))
+        scene = _sample_candidate(rng, target, preset, set(side_cameras), history_frames)
         decision = label_scene(scene)
         if decision.plan == target:
             break
@@ -949,7 +977,7 @@ def generate_sample(config: GeneratorConfig, index: int) -> dict[str, Any]:
     """Build row `index` of a dataset: depends only on `(config, index)`, so any worker produces identical bytes."""
     rng = random.Random(f"alphadrive-synthetic/{config.seed}/{index}")
     target = ALL_PLANS[rng.randrange(len(ALL_PLANS))]  # classes drawn uniformly: a balanced dataset
-    scene, decision = sample_scene(rng, target, config.difficulty, set(config.cameras[1:]))
+    scene, decision = sample_scene(rng, target, config.difficulty, set(config.cameras[1:]), config.num_history_frames)
     width, height = config.image_size
     images = []
     for role in config.roles:
@@ -1010,7 +1038,8 @@ def histogram_table(histogram: Counter) -> str:
 
 
 def dataset_card(config: GeneratorConfig, split_sizes: dict[str, int], histogram: Counter) -> str:
-    rules = __doc__.split("Rules (`label_scene`;", 1)[1].split("CLI:", 1)[0]
+    rules = __doc__.split("Rules (`label_scene`; constants below, ", 1)[1].split("CLI:", 1)[0]
+    rules = rules.replace("stand still):", "stand still.", 1)
     preset = PRESETS[config.difficulty]
     return f"""---
 pretty_name: AlphaDrive-TRL synthetic driving scenes ({config.difficulty})
@@ -1030,9 +1059,16 @@ python -m data_prep.synthetic --num-samples {config.num_samples} --seed {config.
 
 Images per sample: {", ".join(config.roles)} ({config.image_size[0]}x{config.image_size[1]} PNG).
 Splits: {", ".join(f"{k} {v}" for k, v in split_sizes.items())}.
-Difficulty preset `{preset.name}`: {asdict(preset)}.
 
-## Rules (v = ego speed, s = distance to the stop point;{rules.rstrip()}
+## Difficulty preset `{preset.name}`
+
+{preset.description}
+
+Settings: {", ".join(f"{k}={v}" for k, v in asdict(preset).items() if k not in ("name", "description"))}.
+
+## Rules
+
+Constants are in `data_prep/synthetic.py`; {rules.rstrip()}
 
 ## Class histogram (all splits)
 

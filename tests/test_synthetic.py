@@ -180,7 +180,7 @@ def test_every_plan_is_reachable_and_consistent(difficulty):
     cameras = {"front_left", "front_right"}
     for target in ALL_PLANS:
         for seed in range(6):
-            scene, decision = sample_scene(random.Random(f"{target}{seed}"), target, difficulty, cameras)
+            scene, decision = sample_scene(random.Random(f"{target}{seed}"), target, difficulty, cameras, 1)
             assert decision == label_scene(scene)
             assert decision.plan == target, (target, scene, decision.reasoning)
             trajectory = expert_trajectory(scene, decision)
@@ -197,12 +197,19 @@ def test_generated_rows_are_consistent_with_the_labeller():
             assert plan_to_string(*plan) in row["feasible_actions"]
 
 
-def test_side_camera_only_blockers_need_side_cameras():
-    # Without side cameras a car alongside would be invisible, so the sampler never uses one.
-    for seed in range(200):
-        scene, _ = sample_scene(random.Random(seed), ("KEEP", "STRAIGHT"), "hard", set())
-        for vehicle in (scene.left_vehicle, scene.right_vehicle):
-            assert vehicle is None or vehicle.gap >= synthetic.ALONGSIDE
+def test_cues_only_a_missing_view_could_show_are_not_used():
+    # Without side cameras a car alongside would be invisible; without history frames a lead that is slower but shows
+    # no brake lights would be too. The sampler uses neither then (and does with the views).
+    for views, expect_hidden in ((({"front_left", "front_right"}, 1), True), ((set(), 0), False)):
+        alongside = silent_slow_lead = False
+        for seed in range(300):
+            for target in (("KEEP", "STRAIGHT"), ("DECELERATE", "STRAIGHT")):
+                scene, _ = sample_scene(random.Random(seed), target, "hard", *views)
+                sides = (scene.left_vehicle, scene.right_vehicle)
+                alongside |= any(v is not None and v.gap < synthetic.ALONGSIDE for v in sides)
+                lead = scene.lead
+                silent_slow_lead |= lead is not None and not lead.braking and lead.speed < scene.ego_speed - 3
+        assert alongside == expect_hidden and silent_slow_lead == expect_hidden
 
 
 def test_same_seed_same_bytes_and_different_seed_differs():
