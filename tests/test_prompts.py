@@ -104,6 +104,11 @@ def test_trajectory_template_appends_the_waypoints():
         build_completion(_row(trajectory=None), "trajectory")
 
 
+def test_prompt_without_image_objects_uses_the_roles():
+    row = {k: v for k, v in _row(2).items() if k != "images"}
+    assert build_prompt(row)[0]["content"][:2] == [{"type": "image"}] * 2
+
+
 def test_unknown_template_lists_valid_names():
     with pytest.raises(ValueError, match="default, trajectory"):
         build_prompt(_row(), "fancy")

@@ -406,7 +406,8 @@ def split_for_stages(
 def image_order(row: Mapping[str, Any], max_images: int | None = None) -> list[int]:
     """Indices of the images to use: `front` first, then the others in `image_roles` order, at most `max_images`."""
     roles = list(row.get("image_roles") or [])
-    count = len(row["images"])
+    # A row without `images` (text-only uses such as building a tokenizer corpus) is ordered by its roles.
+    count = len(row["images"]) if row.get("images") is not None else len(roles)
     if len(roles) != count:
         raise DrivingDataError(
             f"sample_id={row.get('sample_id')} field=image_roles: {len(roles)} roles for {count} images"
