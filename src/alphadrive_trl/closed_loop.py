@@ -159,12 +159,12 @@ SCENARIOS: dict[str, Scenario] = {
         config={
             **_common_config(INTERSECTION_TARGET_SPEEDS, lateral=False),
             "destination": None,  # None: a random exit (left, straight or right) per episode
-            "duration": 20,
+            "duration": 25,
             "centering_position": [0.5, 0.6],
         },
-        randomization={"initial_vehicle_count": (6, 14), "spawn_probability": (0.4, 0.8)},
+        randomization={"initial_vehicle_count": (6, 14), "spawn_probability": (0.3, 0.6)},
         goal="exit",
-        duration=20.0,
+        duration=25.0,
         frame_size=(256, 256),
         scaling=3.5,
         description="unsignalised 4-way intersection with crossing traffic and a random exit",
@@ -524,10 +524,11 @@ class ExpertPolicy(DrivingPolicy):
       `lane_change_gain` and neither the ego nor the new follower would brake harder than `max_braking_imposed` or
       be closer than `min_gap`. Forbidden lanes (the on-ramp) are never entered; a cooldown prevents zig-zagging.
     - Yield (intersection): every other vehicle is predicted `yield_horizon` seconds ahead along its route at
-      constant speed, the ego along its route both creeping and at cruise speed. If any comes within
-      `yield_distance` metres of the ego at times less than `yield_time_margin` apart, the ego stops at the stop
-      line (IDM towards a standing obstacle there); when it is already inside the box it goes on to clear it. It
-      also waits at the line while the road beyond the box is blocked, so that it never stops inside the box.
+      constant speed, the ego along its route accelerating at `go_acceleration` up to the cruise speed (what "go"
+      means). If any comes within `yield_distance` metres of the ego at times less than `yield_time_margin` apart
+      (a vehicle driving the other way on a parallel lane excepted), the ego stops at the stop line (IDM towards a
+      standing obstacle there); once inside the box it goes on to clear it. It also waits at the line while the
+      road beyond the box is blocked, so that it never stops inside the box.
     """
 
     name = "expert"
@@ -541,6 +542,7 @@ class ExpertPolicy(DrivingPolicy):
         yield_horizon: float = 4.0,
         yield_distance: float = 6.0,
         yield_time_margin: float = 1.0,
+        go_acceleration: float = 2.5,
     ):
         self.lane_change_gain = lane_change_gain
         self.max_braking_imposed = max_braking_imposed
@@ -549,6 +551,7 @@ class ExpertPolicy(DrivingPolicy):
         self.yield_horizon = yield_horizon
         self.yield_distance = yield_distance
         self.yield_time_margin = yield_time_margin
+        self.go_acceleration = go_acceleration
         self._last_lane_change = -math.inf
 
     def reset(self, seed: int) -> None:
@@ -621,20 +624,16 @@ class ExpertPolicy(DrivingPolicy):
         if approaching and self._exit_blocked(ego, road, to_line):
             return _stop_line_acceleration(shadow, to_line)
         times = np.arange(DECISION_DT / 2, self.yield_horizon + 1e-9, DECISION_DT / 2)
-        # Two hypotheses for the ego, creeping and at cruise speed, so that a stopped or slow ego only sets off when
-        # both are clear.
+        # The ego "goes": it accelerates comfortably from its current speed up to the cruise speed.
         cruise = float(ego.target_speeds[-1])
-        ego_paths = [_poses_along_route(ego, road, speed, times) for speed in {max(ego.speed, 3.0), cruise}]
+        ego_path = _route_samples(ego, road, _accelerating_distances(ego.speed, cruise, self.go_acceleration, times))
         for other in road.vehicles:
             if other is ego or other is shadow or np.linalg.norm(other.position - ego.position) > 60:
                 continue
             if _is_behind_in_same_direction(ego, other):
                 continue  # followers are theirs to handle
             other_path = _poses_along_route(other, road, other.speed, times)
-            if any(
-                _paths_conflict(path, other_path, times, self.yield_distance, self.yield_time_margin)
-                for path in ego_paths
-            ):
+            if _paths_conflict(ego_path, other_path, times, self.yield_distance, self.yield_time_margin):
                 if not approaching:
                     return math.inf if ego.speed > 1.0 else 0.0  # inside the box: clear it, never stop there
                 return _stop_line_acceleration(shadow, to_line)
@@ -723,6 +722,16 @@ def _leader_along_route(ego, road, lookahead: float = 60.0) -> tuple[Any, float]
             continue  # crossing traffic: the yield rule's business
         leader, leader_gap = other, float(distances[k])
     return leader, leader_gap
+
+
+def _accelerating_distances(speed: float, cruise: float, acceleration: float, times: np.ndarray) -> np.ndarray:
+    """Distance driven after each time when accelerating at `acceleration` from `speed` up to `cruise`."""
+    times = np.asarray(times, dtype=np.float64)
+    speed = max(float(speed), 0.0)
+    ramp = max(0.0, (cruise - speed) / acceleration)
+    accelerating = speed * times + 0.5 * acceleration * times**2
+    cruising = speed * ramp + 0.5 * acceleration * ramp**2 + max(cruise, speed) * (times - ramp)
+    return np.where(times <= ramp, accelerating, cruising)
 
 
 def _paths_conflict(ego_poses, other_poses, times, distance: float, time_margin: float) -> bool:
