@@ -29,9 +29,11 @@ Rules (`label_scene`; constants below, v = ego speed in m/s, s = distance from t
 speed-band edge, KEEP behind a braking car 2-3 s ahead, overtaking (KEEP + lane change) past a braking car when the
 lane is free, either free side when cones close the lane, STOP when a red-light hazard is just beyond the stop reach.
 
-The expert `trajectory` (6 waypoints, 0.5 s, ego frame) follows the label with simple kinematics (constant
-acceleration/braking profiles, a quintic 3.5 m lane change, a 6 m-radius turn at the junction) chosen so that the
-heading labeller (`alphadrive_trl.labelling.label_trajectory(..., mode="heading")`) gives back the same label.
+The expert `trajectory` (6 waypoints, 0.5 s, ego frame) follows the label with simple kinematics: constant
+acceleration or braking profiles, a quintic 3.5 m lane change, and a turn at the junction with a radius of at least
+6 m and at most 4 m/s^2 of lateral acceleration. They are chosen so that the heading labeller
+(`alphadrive_trl.labelling.label_trajectory(..., mode="heading")`) gives back the same label, and every trajectory
+passes `alphadrive_trl.trajectory.is_plausible`.
 
 CLI:
     python -m data_prep.synthetic --output-dir data/synthetic --num-samples 1200 --seed 0
@@ -58,6 +60,7 @@ from PIL import Image, ImageDraw, ImageFont
 from tqdm.auto import tqdm
 
 from alphadrive_trl.actions import ALL_PLANS, PATH_ACTIONS, SPEED_ACTIONS, plan_to_string
+from alphadrive_trl.trajectory import is_plausible
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +84,8 @@ CLOSING_TIME = 4.0  # s: a lead closing this fast with less than this to contact
 ALONGSIDE = 6.0  # m: an adjacent car with |gap| < this is alongside (seen by the side camera)
 CHANGE_CLEAR_GAP = 15.0  # m: the target lane needs no car closer than this ahead
 CHANGE_MIN_DISTANCE = 8.0  # m: no lane change when the stop point is closer than this
-TURN_RADIUS = 6.0  # m
+TURN_RADIUS = 6.0  # m, the tightest turn (at low speed)
+TURN_LATERAL_ACCEL = 4.0  # m/s^2: faster turns get a wider radius, v^2 / this
 BRANCH_STOP_ANGLE = math.pi / 4  # rad into the turn where the ego waits for a pedestrian on the new road
 FEASIBLE_SPEED_MARGIN = 1.0  # m/s around a speed-band edge where both words are acceptable
 
@@ -363,14 +367,14 @@ def _lane_change_offset(s: float, length: float, side: float) -> float:
     return side * LANE_WIDTH * u * u * u * (10 - 15 * u + 6 * u * u)
 
 
-def _turn_point(s: float, start: float, side: float) -> tuple[float, float]:
+def _turn_point(s: float, start: float, side: float, radius: float) -> tuple[float, float]:
     if s <= start:
         return s, 0.0
-    arc = TURN_RADIUS * math.pi / 2
+    arc = radius * math.pi / 2
     if s <= start + arc:
-        angle = (s - start) / TURN_RADIUS
-        return start + TURN_RADIUS * math.sin(angle), side * TURN_RADIUS * (1 - math.cos(angle))
-    return start + TURN_RADIUS, side * (TURN_RADIUS + s - start - arc)
+        angle = (s - start) / radius
+        return start + radius * math.sin(angle), side * radius * (1 - math.cos(angle))
+    return start + radius, side * (radius + s - start - arc)
 
 
 def expert_trajectory(scene: Scene, decision: Decision) -> list[list[float]]:
@@ -381,11 +385,15 @@ def expert_trajectory(scene: Scene, decision: Decision) -> list[list[float]]:
         # The change ends where the last moving segment starts, so the final heading is straight ahead again.
         moving = [i for i in range(len(distances)) if distances[i] - (distances[i - 1] if i else 0.0) > 0.01]
         last = moving[-1] if moving else len(distances) - 1
-        length = min(30.0, max(2.0, distances[last - 1] if last > 0 else distances[last]))
+        length = min(45.0, max(2.0, distances[last - 1] if last > 0 else distances[last]))
         points = [(s, _lane_change_offset(s, length, side)) for s in distances]
     elif decision.path.endswith("_TURN"):
         start = (scene.junction_distance or 0.0) + LINE_MARGIN
-        points = [_turn_point(s, start, side) for s in distances]
+        # The radius keeps the lateral acceleration comfortable at the fastest speed driven in the turn.
+        speeds = [(b - a) / DT for a, b in zip([0.0, *distances], distances)]
+        fastest = max([scene.ego_speed] + [v for v, s in zip(speeds, distances) if s > start])
+        radius = max(TURN_RADIUS, fastest * fastest / TURN_LATERAL_ACCEL)
+        points = [_turn_point(s, start, side, radius) for s in distances]
     else:
         points = [(s, 0.0) for s in distances]
     return [[round(x, 3), round(y, 3)] for x, y in points]
@@ -673,7 +681,7 @@ def sample_scene(
     for _ in range(max_tries):
         scene = _sample_candidate(rng, target, preset, set(side_cameras), history_frames)
         decision = label_scene(scene)
-        if decision.plan == target:
+        if decision.plan == target and is_plausible(expert_trajectory(scene, decision), ego_speed=scene.ego_speed):
             break
     return scene, decision
 

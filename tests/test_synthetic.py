@@ -13,6 +13,7 @@ from PIL import Image
 from alphadrive_trl.actions import ALL_PLANS, parse_plan, plan_to_string
 from alphadrive_trl.data import load_driving_dataset
 from alphadrive_trl.labelling import label_trajectory
+from alphadrive_trl.trajectory import is_plausible
 from data_prep import synthetic
 from data_prep.synthetic import (
     NAV_CHANGE,
@@ -194,6 +195,7 @@ def test_generated_rows_are_consistent_with_the_labeller():
             row = generate_sample(config, index)
             plan = (row["speed_action"], row["path_action"])
             assert label_trajectory(row["trajectory"], row["ego_speed"], mode="heading") == plan, row["sample_id"]
+            assert is_plausible(row["trajectory"], ego_speed=row["ego_speed"]), row["sample_id"]
             assert plan_to_string(*plan) in row["feasible_actions"]
 
 
