@@ -201,6 +201,19 @@ def test_group_split_across_two_calls_is_scored_per_call():
     assert first + second == approx([0.8, 0.0, 0.0, 0.0])
 
 
+def test_rewards_sharing_a_batch_recompute_when_inputs_change():
+    # Rewards of one step share the parsed batch; a new or edited list must never reuse stale results.
+    completions = [answer("KEEP", "STRAIGHT"), answer("KEEP", "STRAIGHT")]
+    prompts = ["p", "p"]
+    assert call(speed_planning_reward, completions, prompts=prompts, speed="KEEP") == approx([0.64, 0.64])
+    assert call(path_planning_reward, completions, prompts=prompts, path="LEFT_TURN") == [0.0, 0.0]
+    prompts[1] = "q"
+    assert call(speed_planning_reward, completions, prompts=prompts, speed="KEEP") == approx([0.8, 0.8])
+    completions[1] = answer("STOP", "STRAIGHT")
+    assert call(speed_planning_reward, completions, prompts=["p", "p"], speed="STOP") == approx([0.0, 1.0])
+    assert call(speed_planning_reward, completions, prompts=["p", "p"], speed="KEEP", sample_id=[1, 2]) == [0.8, 0.0]
+
+
 def test_without_prompts_the_call_is_one_group():
     completions = [answer("KEEP", "STRAIGHT")] * 2
     assert call(speed_planning_reward, completions, speed="KEEP") == approx([0.64, 0.64])

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import functools
 import math
+import operator
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -96,7 +97,7 @@ PLANNING_AXES: tuple[str, ...] = (*AXES, "both")
 
 # Completions longer than this are parsed without memoising them (a cached key keeps the whole text alive).
 _MAX_CACHED_TEXT = 4096
-_PARSE_CACHE_SIZE = 1 << 16
+_PARSE_CACHE_SIZE = 1 << 14
 _THINK_OPEN, _THINK_CLOSE, _ANSWER_OPEN, _ANSWER_CLOSE = "<think>", "</think>", "<answer>", "</answer>"
 
 Predictor = Callable[..., AnswerWords]
@@ -109,8 +110,8 @@ Predictor = Callable[..., AnswerWords]
 
 @functools.lru_cache(maxsize=64)
 def _memoised(predict: Predictor) -> Predictor:
-    """One bounded cache per predictor, shared by every reward that uses it: in a GRPO step the speed, path and
-    accuracy rewards all read the same completions, so each text is parsed once."""
+    """One bounded cache per predictor, shared by every reward that uses it: identical completions (common once a
+    policy concentrates on a few answers) and rewards called with copies of a batch parse each text once."""
     return functools.lru_cache(maxsize=_PARSE_CACHE_SIZE)(predict)
 
 
@@ -229,37 +230,98 @@ def _ground_truth(axis: str, n: int, kwargs: Mapping[str, Any], reward_name: str
 
 
 class _Batch:
-    """What every reward of one call needs, computed once: texts, predicted words, group ids."""
+    """What the rewards of one TRL step need, computed once and shared: texts, group ids, predicted words.
 
-    def __init__(
-        self,
-        prompts: Sequence[Any] | None,
-        completions: Sequence[Any],
-        kwargs: Mapping[str, Any],
-        predict: Predictor,
-        predict_columns: Sequence[str],
-    ):
-        n = len(completions)
-        self.size = n
-        self.texts = [completion_to_text(c) for c in completions]
+    TRL passes the very same `prompts` / `completions` lists to every reward of a step, so the last batch is kept and
+    reused when a call brings the same objects (compared element by element, by identity; the batch holds them, so
+    their ids cannot be recycled meanwhile).
+    """
+
+    def __init__(self, prompts: Sequence[Any] | None, completions: Sequence[Any], sample_ids: Sequence[Any] | None):
+        self.prompts = None if prompts is None else tuple(prompts)
+        self.completions = tuple(completions)
+        self.sample_ids = None if sample_ids is None else tuple(sample_ids)
+        self.size = len(self.completions)
+        self._texts: list[str] | None = None
+        self._groups: list[int] | None = None
+        self._predicted: dict[Predictor, list[AnswerWords]] = {}
+
+    def matches(self, prompts: Any, completions: Any, sample_ids: Any) -> bool:
+        return _same_items(self.completions, completions) and (
+            _same_items(self.prompts, prompts) and _same_items(self.sample_ids, sample_ids)
+        )
+
+    @property
+    def texts(self) -> list[str]:
+        if self._texts is None:
+            self._texts = [completion_to_text(c) for c in self.completions]
+        return self._texts
+
+    @property
+    def groups(self) -> list[int]:
+        if self._groups is None:
+            self._groups = _group_ids(self.prompts, self.size, self.sample_ids)
+        return self._groups
+
+    def predicted(
+        self, predict: Predictor, predict_columns: Sequence[str], kwargs: Mapping[str, Any]
+    ) -> list[AnswerWords]:
+        memo_key = predict if not predict_columns and _is_hashable(predict) else None
+        if memo_key is not None and memo_key in self._predicted:
+            return self._predicted[memo_key]
         extras = []
         for column in predict_columns:
             values = kwargs.get(column)
-            if values is None or len(values) != n:
-                raise ValueError(f"The predictor needs a `{column}` column aligned with the {n} completions.")
+            if values is None or len(values) != self.size:
+                raise ValueError(f"The predictor needs a `{column}` column aligned with the {self.size} completions.")
             extras.append(values)
         if extras:
             rows = zip(*extras)
-            self.predicted = [_safe_predict(predict, t, tuple(row)) for t, row in zip(self.texts, rows)]
-        else:
-            self.predicted = [_safe_predict(predict, t, ()) for t in self.texts]
-        sample_ids = kwargs.get("sample_id")
-        if sample_ids is not None and len(sample_ids) != n:
-            sample_ids = None
-        self.groups = _group_ids(prompts, n, sample_ids)
+            return [_safe_predict(predict, t, tuple(row)) for t, row in zip(self.texts, rows)]
+        predicted = [_safe_predict(predict, t, ()) for t in self.texts]
+        if memo_key is not None:
+            self._predicted[memo_key] = predicted
+        return predicted
 
-    def words(self, axis: str) -> list[frozenset[str]]:
-        return [p.speed if axis == "speed" else p.path for p in self.predicted]
+
+def _is_hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
+
+
+def _same_items(kept: tuple | None, given: Sequence[Any] | None) -> bool:
+    if kept is None or given is None:
+        return kept is None and given is None
+    return len(kept) == len(given) and all(map(operator.is_, kept, given))
+
+
+_last_batch: _Batch | None = None
+
+
+def _batch_for(prompts: Sequence[Any] | None, completions: Sequence[Any], kwargs: Mapping[str, Any]) -> _Batch:
+    global _last_batch
+    sample_ids = kwargs.get("sample_id")
+    if sample_ids is not None and len(sample_ids) != len(completions):
+        sample_ids = None
+    last = _last_batch
+    if last is not None and last.matches(prompts, completions, sample_ids):
+        return last
+    batch = _Batch(prompts, completions, sample_ids)
+    _last_batch = batch
+    return batch
+
+
+def _clear_caches() -> None:
+    """Forget memoised parses and the last batch (benchmarks use it to time cold calls)."""
+    global _last_batch
+    _last_batch = None
+    _memoised.cache_clear()
+    _words_from_label.cache_clear()
+    _words_from_solution.cache_clear()
+    normalize_word.cache_clear()
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -274,6 +336,9 @@ def _f1(predicted: frozenset[str], truth: frozenset[str]) -> float:
 
 
 def _mean_weight(predicted: frozenset[str], weights: Mapping[str, float]) -> float:
+    if len(predicted) == 1:
+        for word in predicted:
+            return weights[word]
     if not predicted:
         return 0.0
     # fsum: exact, so the value does not depend on the (hash-randomised) iteration order of the set.
@@ -283,18 +348,19 @@ def _mean_weight(predicted: frozenset[str], weights: Mapping[str, float]) -> flo
 def _paper_factors(words: list[frozenset[str]], groups: list[int], cap: float) -> list[float]:
     """`1 - min(cap, share)`: share = mean over the completion's words of the fraction of the *other* completions
     of its group that hold the same word. 1.0 for a completion without words or alone in its group."""
-    counts: dict[int, Counter] = {}
     sizes = Counter(groups)
-    for g, w in zip(groups, words):
-        counts.setdefault(g, Counter()).update(w)
+    counts = Counter((g, word) for g, w in zip(groups, words) for word in w)
     factors = []
     for g, w in zip(groups, words):
         others = sizes[g] - 1
         if not w or others == 0:
             factors.append(1.0)
             continue
-        group_counts = counts[g]
-        share = math.fsum((group_counts[word] - 1) / others for word in w) / len(w)
+        if len(w) == 1:
+            for word in w:
+                share = (counts[g, word] - 1) / others
+        else:
+            share = math.fsum((counts[g, word] - 1) / others for word in w) / len(w)
         factors.append(1.0 - min(cap, share))
     return factors
 
@@ -340,13 +406,19 @@ def _axes_of(axis: str) -> tuple[str, ...]:
     return AXES if axis == "both" else (axis,)
 
 
-def _check_diversity(mode: str, cap: float, weight: float) -> None:
+def _check_diversity(mode: str, cap: Any, weight: Any) -> tuple[float, float]:
+    """Validate the diversity settings; returns `(cap, weight)` as floats."""
     if mode not in DIVERSITY_MODES:
         raise ValueError(f"`diversity` must be one of {', '.join(DIVERSITY_MODES)}, got {mode!r}.")
-    if not (isinstance(cap, (int, float)) and 0.0 <= cap <= 1.0):
+    try:
+        cap_value, weight_value = float(cap), float(weight)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"`diversity_cap` and `diversity_weight` must be numbers, got {cap!r}, {weight!r}.") from err
+    if not 0.0 <= cap_value <= 1.0:
         raise ValueError(f"`diversity_cap` must be a number in [0, 1], got {cap!r}.")
-    if not (isinstance(weight, (int, float)) and math.isfinite(weight)):
+    if not math.isfinite(weight_value):
         raise ValueError(f"`diversity_weight` must be a finite number, got {weight!r}.")
+    return cap_value, weight_value
 
 
 def _mean_over_axes(per_axis: list[list[float]]) -> list[float]:
@@ -378,8 +450,13 @@ class _DrivingReward:
     def __call__(self, prompts: Sequence[Any] | None = None, completions: Sequence[Any] | None = None, **kwargs):
         if completions is None:
             raise ValueError(f"Reward '{self.__name__}' needs `completions`.")
-        batch = _Batch(prompts, completions, kwargs, self.predict, self.predict_columns)
-        return self._score(batch, kwargs)
+        return self._score(_batch_for(prompts, completions, kwargs), kwargs)
+
+    def _predicted(self, batch: _Batch, kwargs: Mapping[str, Any]) -> list[AnswerWords]:
+        return batch.predicted(self.predict, self.predict_columns, kwargs)
+
+    def _words(self, batch: _Batch, kwargs: Mapping[str, Any], axis: str) -> list[frozenset[str]]:
+        return [p.speed if axis == "speed" else p.path for p in self._predicted(batch, kwargs)]
 
     def _score(self, batch: _Batch, kwargs: Mapping[str, Any]) -> list[float | None]:
         raise NotImplementedError
@@ -407,20 +484,18 @@ class PlanningReward(_DrivingReward):
         metric_prefix: str = "planning",
     ):
         self.axes = _axes_of(axis)
-        _check_diversity(diversity, diversity_cap, diversity_weight)
+        self.diversity_cap, self.diversity_weight = _check_diversity(diversity, diversity_cap, diversity_weight)
         self.axis = axis
         self.weighting = weighting
         self.diversity = diversity
         self.weights = _resolve_weights(weights)
-        self.diversity_cap = float(diversity_cap)
-        self.diversity_weight = float(diversity_weight)
         self.metric_prefix = metric_prefix
         super().__init__(name or _default_planning_name(axis, weighting, diversity), predict, predict_columns)
 
     def _score(self, batch: _Batch, kwargs: Mapping[str, Any]) -> list[float | None]:
         per_axis, missing = [], [False] * batch.size
         for axis in self.axes:
-            words = batch.words(axis)
+            words = self._words(batch, kwargs, axis)
             truth = _ground_truth(axis, batch.size, kwargs, self.__name__)
             f1 = [_f1(p, t) if t is not None else 0.0 for p, t in zip(words, truth)]
             missing = [m or t is None for m, t in zip(missing, truth)]
@@ -435,7 +510,7 @@ class PlanningReward(_DrivingReward):
                 terms = _release_terms(words, batch.groups, self.diversity_weight)
                 values = [v + d for v, d in zip(values, terms)]
             per_axis.append(values)
-        _log_valid_share(kwargs, f"{self.metric_prefix}/valid_answer", batch)
+        _log_valid_share(kwargs, f"{self.metric_prefix}/valid_answer", self._predicted(batch, kwargs))
         return [None if m else v for v, m in zip(_mean_over_axes(per_axis), missing)]
 
 
@@ -452,12 +527,12 @@ def _log_f1(kwargs: Mapping[str, Any], name: str, f1: list[float], truth: list[A
         log_metric(name, sum(scored) / len(scored))
 
 
-def _log_valid_share(kwargs: Mapping[str, Any], name: str, batch: _Batch) -> None:
+def _log_valid_share(kwargs: Mapping[str, Any], name: str, predicted: list[AnswerWords]) -> None:
     """Share of completions whose answer holds exactly one word on each axis."""
     log_metric = kwargs.get("log_metric")
-    if callable(log_metric) and batch.size:
-        valid = sum(len(p.speed) == 1 and len(p.path) == 1 for p in batch.predicted)
-        log_metric(name, valid / batch.size)
+    if callable(log_metric) and predicted:
+        valid = sum(len(p.speed) == 1 and len(p.path) == 1 for p in predicted)
+        log_metric(name, valid / len(predicted))
 
 
 def make_planning_reward(
@@ -524,7 +599,9 @@ class ActionWeightReward(_DrivingReward):
         super().__init__(name, **kwargs)
 
     def _score(self, batch: _Batch, kwargs: Mapping[str, Any]) -> list[float | None]:
-        return _mean_over_axes([[_mean_weight(p, self.weights) for p in batch.words(axis)] for axis in AXES])
+        return _mean_over_axes(
+            [[_mean_weight(p, self.weights) for p in self._words(batch, kwargs, axis)] for axis in AXES]
+        )
 
 
 class DiversityReward(_DrivingReward):
@@ -545,14 +622,14 @@ class DiversityReward(_DrivingReward):
     ):
         if mode == "none":
             raise ValueError("The diversity reward needs `diversity` 'paper' or 'release', not 'none'.")
-        _check_diversity(mode, cap, weight)
-        self.mode, self.cap, self.weight = mode, float(cap), float(weight)
+        self.cap, self.weight = _check_diversity(mode, cap, weight)
+        self.mode = mode
         super().__init__(name, **kwargs)
 
     def _score(self, batch: _Batch, kwargs: Mapping[str, Any]) -> list[float | None]:
         per_axis = []
         for axis in AXES:
-            words = batch.words(axis)
+            words = self._words(batch, kwargs, axis)
             if self.mode == "paper":
                 factors = _paper_factors(words, batch.groups, self.cap)
                 per_axis.append([f if w else 0.0 for f, w in zip(factors, words)])
@@ -575,7 +652,7 @@ def is_well_formatted(text: Any) -> bool:
     return think_end < answer_start and not stripped[think_end + len(_THINK_CLOSE) : answer_start].strip()
 
 
-class FormatReward:
+class FormatReward(_DrivingReward):
     """1.0 when the completion is `<think>…</think> <answer>…</answer>` and nothing else, else 0.0. With
     `strict=True` the answer must also hold exactly one SPEED and one PATH word (`actions.parse_answer_strict`).
 
@@ -589,17 +666,11 @@ class FormatReward:
 
     def __init__(self, strict: bool = False, *, name: str | None = None):
         self.strict = strict
-        self.__name__ = name or ("format_reward_strict" if strict else "format_reward")
+        super().__init__(name or ("format_reward_strict" if strict else "format_reward"))
 
-    def __repr__(self) -> str:
-        return f"<FormatReward {self.__name__}>"
-
-    def __call__(self, prompts: Sequence[Any] | None = None, completions: Sequence[Any] | None = None, **kwargs):
-        if completions is None:
-            raise ValueError(f"Reward '{self.__name__}' needs `completions`.")
+    def _score(self, batch: _Batch, kwargs: Mapping[str, Any]) -> list[float | None]:
         rewards = []
-        for completion in completions:
-            text = completion_to_text(completion)
+        for text in batch.texts:
             ok = is_well_formatted(text) and (not self.strict or parse_answer_strict(text) is not None)
             rewards.append(1.0 if ok else 0.0)
         return rewards
