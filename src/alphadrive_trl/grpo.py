@@ -3,7 +3,8 @@
 `DrivingGRPOTrainer` is `trl.GRPOTrainer` with two additions:
 
 - the reward functions come from the recipe by name (`DrivingGRPOConfig.reward_funcs`, resolved through
-  `alphadrive_trl.rewards.get_reward_funcs` with the recipe's options) when none are passed;
+  `alphadrive_trl.rewards.get_reward_funcs` with the recipe's options, or dotted import paths for your own rewards)
+  when none are passed;
 - every logging step it also logs driving metrics of the *sampled* completions, next to TRL's `rewards/<name>/mean`:
 
   | metric | meaning |
@@ -32,6 +33,7 @@ Example:
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
@@ -41,7 +43,8 @@ from typing import Any
 import datasets
 import torch
 import transformers
-from transformers import AutoProcessor, TrainerCallback, set_seed
+from accelerate.utils import is_peft_model
+from transformers import AutoProcessor, PreTrainedModel, TrainerCallback, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 from trl import GRPOTrainer, ModelConfig, TrlParser, get_peft_config
 from trl.trainer.utils import nanstd
@@ -50,7 +53,7 @@ from .actions import ALL_PLANS, completion_to_text, parse_answer_strict
 from .configs import DrivingGRPOConfig, DrivingScriptArguments, save_driving_config
 from .data import apply_image_budget, load_driving_dataset, split_for_stages
 from .prompts import to_grpo_example
-from .rewards import format_reward, get_reward_funcs
+from .rewards import REWARD_REGISTRY, format_reward, get_reward_funcs
 from .sft import SaveDrivingConfigCallback, load_model
 
 logger = logging.getLogger(__name__)
@@ -138,13 +141,46 @@ def driving_metrics(stats: torch.Tensor, total_rewards: torch.Tensor, num_genera
     }
 
 
+def resolve_reward_funcs(names: Sequence[str], **options: Any) -> list:
+    """Reward callables for recipe names: `alphadrive_trl.rewards.REWARD_REGISTRY` names (built with `options`, the
+    recipe's `reward_options()`), or dotted import paths `package.module.function` for your own TRL-style rewards,
+    as TRL's `grpo` script accepts. An unknown name fails with the list of valid ones.
+
+    Example:
+        >>> [f.__name__ for f in resolve_reward_funcs(["format", "alphadrive_trl.rewards.format_reward_strict"])]
+        ['format', 'format_reward_strict']
+    """
+    unknown = [name for name in names if name not in REWARD_REGISTRY and "." not in name]
+    if unknown:
+        get_reward_funcs(unknown)  # raises, naming every unknown name and the valid ones
+    funcs = []
+    for name in names:
+        if name in REWARD_REGISTRY:
+            funcs.extend(get_reward_funcs([name], **options))
+            continue
+        module_path, attribute = name.rsplit(".", 1)
+        if os.getcwd() not in sys.path:  # so a reward module next to the recipe imports, as with TRL's script
+            sys.path.insert(0, os.getcwd())
+        try:
+            func = getattr(importlib.import_module(module_path), attribute)
+        except (ImportError, AttributeError) as err:
+            raise ValueError(
+                f"Reward {name!r} is neither a registry name ({', '.join(REWARD_REGISTRY)}) nor an importable "
+                f"function: {err}"
+            ) from err
+        if not callable(func):
+            raise ValueError(f"Reward {name!r} imports {func!r}, which is not callable.")
+        funcs.append(func)
+    return funcs
+
+
 class DrivingGRPOTrainer(GRPOTrainer):
     """`trl.GRPOTrainer` with the driving rewards from the recipe and driving metrics in the logs.
 
     Args:
         model: model id/path or model, as for `trl.GRPOTrainer`.
         reward_funcs: reward callables (or reward-model ids) as for `trl.GRPOTrainer`; `None` builds them from
-            `args.reward_funcs` (registry names) and `args.reward_options()`.
+            `args.reward_funcs` (registry names or dotted paths, `resolve_reward_funcs`) and `args.reward_options()`.
         args: a `DrivingGRPOConfig` (a plain `GRPOConfig` works when `reward_funcs` is given).
         **kwargs: everything else `trl.GRPOTrainer` takes (datasets, `processing_class`, `peft_config`, ...).
 
@@ -160,7 +196,7 @@ class DrivingGRPOTrainer(GRPOTrainer):
         if reward_funcs is None:
             if not isinstance(args, DrivingGRPOConfig):
                 raise ValueError("Pass `reward_funcs`, or a `DrivingGRPOConfig` whose `reward_funcs` names them.")
-            reward_funcs = get_reward_funcs(args.reward_funcs, **args.reward_options())
+            reward_funcs = resolve_reward_funcs(args.reward_funcs, **args.reward_options())
         super().__init__(model, reward_funcs=reward_funcs, args=args, **kwargs)
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
@@ -177,6 +213,20 @@ class DrivingGRPOTrainer(GRPOTrainer):
         for name, value in driving_metrics(stats, total_rewards, num_generations).items():
             self._metrics[mode][name].append(value)
         return rewards_per_func
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        # transformers 5 saves Qwen-VL checkpoints in the original key layout (`visual.*`, `model.layers.*`) but
+        # `Trainer._load_from_checkpoint` loads them with a plain non-strict `load_state_dict`, which matches no key
+        # and silently resumes from the *initial* weights (QwenLM/Qwen3-VL#1763). Reload through `from_pretrained`,
+        # which applies the key conversion, and copy strictly. Adapters (PEFT) take the parent's path, which loads
+        # them correctly; DeepSpeed and FSDP restore their own checkpoints and never come here.
+        target = model if model is not None else self.model
+        if is_peft_model(target) or not isinstance(target, PreTrainedModel):
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        logger.info(f"Loading model weights from {resume_from_checkpoint}.")
+        restored = type(target).from_pretrained(resume_from_checkpoint, dtype=target.dtype)
+        target.load_state_dict(restored.state_dict(), strict=True)
+        del restored
 
 
 def load_grpo_datasets(script_args: DrivingScriptArguments, training_args: DrivingGRPOConfig):
@@ -250,7 +300,7 @@ def train_grpo(
     logger.info(f"Script parameters {script_args}")
 
     # Rewards first: a misspelt name fails in a second, before the dataset and the model load.
-    reward_funcs = get_reward_funcs(training_args.reward_funcs, **training_args.reward_options())
+    reward_funcs = resolve_reward_funcs(training_args.reward_funcs, **training_args.reward_options())
     if training_args.reward_weights is not None and len(training_args.reward_weights) != len(reward_funcs):
         raise ValueError(
             f"`reward_weights` has {len(training_args.reward_weights)} values for {len(reward_funcs)} rewards "
