@@ -6,6 +6,7 @@ from __future__ import annotations
 import doctest
 import math
 import pickle
+from collections import Counter
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -512,15 +513,19 @@ _ALL_REWARDS = get_reward_funcs(list(REWARD_REGISTRY)) + [planning_accuracy_rewa
 @given(
     completions=st.lists(_COMPLETION, min_size=5, max_size=6),
     prompt_ids=st.lists(st.integers(0, 2), min_size=6, max_size=6),
+    odd_prompt=_COMPLETION,
 )
-def test_arbitrary_completions_never_raise(completions, prompt_ids):
-    # 2,000 calls x 5-6 completions: > 10,000 arbitrary completions per run.
+def test_arbitrary_completions_never_raise(completions, prompt_ids, odd_prompt):
+    # 2,000 calls x 5-6 completions: > 10,000 arbitrary completions per run. Prompts are message lists with an image
+    # part, plus one arbitrary object (prompts only form groups; they must not make a reward raise either).
     n = len(completions)
-    prompts = [
-        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": f"p{i}"}]}] for i in prompt_ids
+    pool = [
+        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "p0"}]}],
+        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "p1"}]}],
+        odd_prompt,
     ]
     kwargs = dict(
-        prompts=prompts[:n],
+        prompts=[pool[i] for i in prompt_ids[:n]],
         completions=completions,
         speed_action=["KEEP"] * n,
         path_action=["LEFT_TURN"] * n,
@@ -541,16 +546,27 @@ def test_arbitrary_completions_never_raise(completions, prompt_ids):
 @pytest.mark.slow
 def test_registry_rewards_plug_into_plain_grpo_trainer(tmp_path, tiny_model_dir):
     from datasets import Dataset
+    from PIL import Image
     from transformers import AutoModelForImageTextToText, AutoProcessor
     from trl import GRPOConfig, GRPOTrainer
 
     model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir)
     processor = AutoProcessor.from_pretrained(tiny_model_dir)
     rows = [("KEEP", "STRAIGHT"), ("STOP", "STRAIGHT"), ("DECELERATE", "LEFT_TURN"), ("ACCELERATE", "RIGHT_CHANGE")]
+    # VLM-style rows: one image and a text part per prompt, as the driving datasets have.
     dataset = Dataset.from_list(
         [
             {
-                "prompt": [{"role": "user", "content": f"Ego speed {i} m/s. Plan: <answer> SPEED, PATH </answer>"}],
+                "images": [Image.new("RGB", (56, 56), (40 * i, 100, 200 - 20 * i))],
+                "prompt": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "image"},
+                            {"type": "text", "text": f"Ego speed {i} m/s. Plan: <answer> SPEED, PATH </answer>"},
+                        ],
+                    }
+                ],
                 "speed_action": speed,
                 "path_action": path,
                 "sample_id": f"s{i}",
@@ -559,9 +575,16 @@ def test_registry_rewards_plug_into_plain_grpo_trainer(tmp_path, tiny_model_dir)
         ]
     )
     names = list(REWARD_REGISTRY)
+    group_sizes = []
+
+    def group_probe(prompts, completions, sample_id, **kwargs):
+        # Our prompt-based groups must be TRL's groups: num_generations completions of each prompt.
+        group_sizes.append(sorted(Counter(rewards._group_ids(prompts, len(completions), sample_id)).values()))
+        return [0.0] * len(completions)
+
     args = GRPOConfig(
         output_dir=str(tmp_path),
-        per_device_train_batch_size=4,
+        per_device_train_batch_size=8,
         num_generations=4,
         max_completion_length=8,
         max_steps=2,
@@ -575,7 +598,7 @@ def test_registry_rewards_plug_into_plain_grpo_trainer(tmp_path, tiny_model_dir)
     )
     trainer = GRPOTrainer(
         model=model,
-        reward_funcs=get_reward_funcs(names),
+        reward_funcs=[*get_reward_funcs(names), group_probe],
         args=args,
         train_dataset=dataset,
         processing_class=processor,
@@ -583,6 +606,7 @@ def test_registry_rewards_plug_into_plain_grpo_trainer(tmp_path, tiny_model_dir)
     trainer.train()
     logs = [entry for entry in trainer.state.log_history if "loss" in entry]
     assert len(logs) == 2
+    assert group_sizes == [[4, 4], [4, 4]]
     for entry in logs:
         for name in names:
             assert math.isfinite(entry[f"rewards/{name}/mean"]), name
