@@ -9,7 +9,8 @@ Every callable follows TRL's contract, `fn(prompts=None, completions=..., **kwar
   (TRL's "does not apply") on the rewards that need it;
 - `prompts` (strings or message lists, images allowed) are used only to form GRPO groups for the diversity terms;
 - every other keyword (`trainer_state`, `log_extra`, `completion_ids`, `images`, each dataset column) is accepted;
-  `log_metric` (TRL >= 1.16) receives per-axis F1 and the share of valid answers;
+  `log_metric` (TRL >= 1.16) receives `planning/speed_f1`, `planning/path_f1` (mean F1 over rows with ground truth)
+  and `planning/valid_answer` (share of answers with exactly one word per axis) from the planning rewards;
 - no completion, however malformed, makes a reward raise.
 
 Per axis (speed, path), with P the predicted words (`actions.parse_answer`, several allowed) and G the ground truth:
@@ -34,6 +35,9 @@ Groups are formed from the calls TRL makes: completions are grouped by the text 
 by type only; pixels are not compared) plus the `sample_id` column when present, so two scenes with the same wording
 but different ids never share a group. Without `prompts`, the whole call is one group. A group split across two calls
 (TRL scores each process's slice separately) is treated as two independent groups, one per call.
+
+Texts, groups and parses are computed once per batch and shared by all the rewards of a TRL step (TRL hands each the
+same lists), and parses are memoised per text.
 
 Example:
     >>> from alphadrive_trl.rewards import get_reward_funcs
@@ -80,6 +84,7 @@ __all__ = [
     "format_reward",
     "format_reward_strict",
     "get_reward_funcs",
+    "is_well_formatted",
     "make_planning_reward",
     "path_planning_reward",
     "planning_accuracy_reward",
