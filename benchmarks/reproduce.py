@@ -1,0 +1,344 @@
+"""Reproduce AlphaDrive's central claim at small scale, on CPU.
+
+Claim (AlphaDrive, Tab. 1-3): SFT warm-up on part of the data followed by GRPO with the four rewards plans better
+than SFT on all the data, and RL widens the set of feasible plans the model proposes.
+
+Study (same data, same model size, every setting evaluated by `alphadrive-eval` on the same test split):
+
+- `sft_all`      SFT on the whole train split.
+- `grpo_only`    GRPO from the randomly initialised model on the whole train split.
+- `sft20_grpo`   SFT on 20 % of train (`--stage sft`), then GRPO on the disjoint 80 % (`--stage grpo`).
+- `sft20`        the warm-up checkpoint alone (what GRPO starts from).
+- reward ablation from the same warm-up (first seed): accuracy only / + action weight / + diversity / + format
+  (= `sft20_grpo`).
+
+Each setting is evaluated greedily and with K samples (temperature 1): planning accuracy, per-class F1, distinct
+plans per scene and feasible coverage. Everything is driven through the same commands a user runs (printed and saved
+to `commands.sh`), so any number in the table can be re-run by hand. Steps whose outputs exist are skipped, so an
+interrupted study resumes.
+
+    python benchmarks/reproduce.py                 # the full study (~30-45 min on 2 CPU cores)
+    python benchmarks/reproduce.py --quick         # a 3-minute smoke run of the same code path
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+SFT_RECIPE = "recipes/tiny-qwen2.5-vl/sft/config_reproduce.yaml"
+GRPO_RECIPE = "recipes/tiny-qwen2.5-vl/grpo/config_reproduce.yaml"
+
+# The paper's reward ablation, as overrides of the GRPO recipe (the full set is the recipe itself).
+UNIFORM_SPEED = '{"KEEP": 1.0, "ACCELERATE": 1.0, "DECELERATE": 1.0, "STOP": 1.0}'
+UNIFORM_PATH = '{"STRAIGHT": 1.0, "RIGHT_CHANGE": 1.0, "LEFT_CHANGE": 1.0, "RIGHT_TURN": 1.0, "LEFT_TURN": 1.0}'
+ABLATIONS = {
+    "ablation_acc": [
+        "--reward_funcs", "speed_planning", "path_planning", "--reward_weights", "1.0", "1.0",
+        "--diversity_mode", "none", "--speed_action_weights", UNIFORM_SPEED, "--path_action_weights", UNIFORM_PATH,
+    ],
+    "ablation_acc_weight": [
+        "--reward_funcs", "speed_planning", "path_planning", "--reward_weights", "1.0", "1.0",
+        "--diversity_mode", "none",
+    ],
+    "ablation_acc_weight_div": [
+        "--reward_funcs", "speed_planning", "path_planning", "--reward_weights", "1.0", "1.0",
+        "--diversity_mode", "paper",
+    ],
+}  # fmt: skip
+
+HEADLINE = [
+    ("planning_accuracy", "planning acc"),
+    ("speed_accuracy", "speed acc"),
+    ("path_accuracy", "path acc"),
+    ("macro_f1_speed", "macro-F1 speed"),
+    ("macro_f1_path", "macro-F1 path"),
+    ("format_rate", "format"),
+]
+SAMPLED = [
+    ("best_of_k_accuracy", "best-of-K"),
+    ("mean_distinct_plans", "distinct plans"),
+    ("feasible_rate", "feasible rate"),
+    ("feasible_coverage", "feasible coverage"),
+]
+
+
+class Study:
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.work = Path(args.work_dir)
+        self.results = Path(args.results_dir)
+        self.data = self.work / "data"
+        self.commands: list[str] = []
+        self.wall: dict[str, float] = {}
+
+    # -- running -------------------------------------------------------------------------------------------------
+    def run(self, name: str, cmd: list[str], done_marker: Path) -> None:
+        """Run a command unless its output exists; log to <work>/logs/<name>.log and record its wall time."""
+        self.commands.append(shlex.join(cmd))
+        if done_marker.exists():
+            print(f"[skip] {name}: {done_marker} exists", flush=True)
+            return
+        log_path = self.work / "logs" / f"{name}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        print(f"[run ] {name}: {shlex.join(cmd)}", flush=True)
+        start = time.perf_counter()
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"}
+        with open(log_path, "w") as log:
+            proc = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+        elapsed = time.perf_counter() - start
+        self.wall[name] = elapsed
+        timing = self.work / "timings.json"
+        saved = json.loads(timing.read_text()) if timing.exists() else {}
+        saved[name] = round(elapsed, 1)
+        timing.write_text(json.dumps(saved, indent=2))
+        if proc.returncode != 0:
+            tail = "".join(open(log_path).readlines()[-30:])
+            raise SystemExit(f"{name} failed (exit {proc.returncode}); last lines of {log_path}:\n{tail}")
+        print(f"[done] {name} in {elapsed:.0f} s", flush=True)
+
+    def timings(self) -> dict[str, float]:
+        path = self.work / "timings.json"
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    # -- stages --------------------------------------------------------------------------------------------------
+    def build_data(self) -> None:
+        a = self.args
+        cmd = [PY, "-m", "data_prep.synthetic", "--output-dir", str(self.data), "--num-samples", str(a.num_samples),
+               "--seed", str(a.data_seed), "--difficulty", a.difficulty, "--cameras", a.cameras,
+               "--image-size", a.image_size, "--preview", str(self.results / "reproduce_scenes.png")]  # fmt: skip
+        self.run("data", cmd, self.data / "dataset_dict.json")
+
+    def init_model(self, seed: int) -> Path:
+        out = self.work / f"seed{seed}" / "init"
+        cmd = [PY, "-m", "alphadrive_trl.testing", "--arch", "qwen2_5_vl", "--preset", self.args.model_preset,
+               "--seed", str(seed), "--output-dir", str(out)]  # fmt: skip
+        self.run(f"seed{seed}-init", cmd, out / "config.json")
+        return out
+
+    def sft(self, name: str, seed: int, model: Path, extra: list[str]) -> Path:
+        out = self.work / f"seed{seed}" / name
+        cmd = [PY, "-m", "alphadrive_trl.sft", "--config", SFT_RECIPE, "--model_name_or_path", str(model),
+               "--dataset_name", str(self.data), "--output_dir", str(out), "--seed", str(seed), *extra]  # fmt: skip
+        self.run(f"seed{seed}-{name}", cmd, out / "alphadrive_config.json")
+        return out
+
+    def grpo(self, name: str, seed: int, model: Path, extra: list[str]) -> Path:
+        out = self.work / f"seed{seed}" / name
+        cmd = [PY, "-m", "alphadrive_trl.grpo", "--config", GRPO_RECIPE, "--model_name_or_path", str(model),
+               "--dataset_name", str(self.data), "--output_dir", str(out), "--seed", str(seed),
+               "--max_steps", str(self.args.grpo_steps), *extra]  # fmt: skip
+        self.run(f"seed{seed}-{name}", cmd, out / "alphadrive_config.json")
+        return out
+
+    def evaluate(self, name: str, seed: int, model: Path) -> Path:
+        a = self.args
+        out = self.work / f"seed{seed}" / f"eval-{name}"
+        preds = out / "predictions.jsonl"
+        gen = [PY, "-m", "alphadrive_trl.evaluation", "generate", "--model", str(model), "--dataset", str(self.data),
+               "--split", "test", "--output", str(preds), "--num-samples", str(a.k), "--temperature", "1.0",
+               "--batch-size", "32", "--max-new-tokens", str(a.max_new_tokens), "--max-samples", str(a.eval_samples),
+               "--seed", str(seed)]  # fmt: skip
+        self.run(f"seed{seed}-eval-{name}-generate", gen, out / "generated.done")
+        (out / "generated.done").touch()
+        score = [PY, "-m", "alphadrive_trl.evaluation", "score", "--predictions", str(preds), "--output-dir", str(out)]
+        self.run(f"seed{seed}-eval-{name}-score", score, out / "metrics.json")
+        return out
+
+    # -- the study -----------------------------------------------------------------------------------------------
+    def execute(self) -> dict:
+        a = self.args
+        self.results.mkdir(parents=True, exist_ok=True)
+        self.build_data()
+        runs: dict[str, dict[int, Path]] = {}
+        for seed in a.seeds:
+            init = self.init_model(seed)
+            sft_all = self.sft("sft_all", seed, init, ["--num_train_epochs", str(a.sft_epochs)])
+            sft20 = self.sft("sft20", seed, init, ["--stage", "sft", "--num_train_epochs", str(a.sft20_epochs)])
+            sft20_grpo = self.grpo("sft20_grpo", seed, sft20, ["--stage", "grpo"])
+            settings = {"sft_all": sft_all, "sft20": sft20, "sft20_grpo": sft20_grpo}
+            if not a.skip_grpo_only:
+                settings["grpo_only"] = self.grpo("grpo_only", seed, init, [])
+            if seed == a.seeds[0] and not a.skip_ablation:
+                for ablation, overrides in ABLATIONS.items():
+                    settings[ablation] = self.grpo(ablation, seed, sft20, ["--stage", "grpo", *overrides])
+            for name, model in settings.items():
+                runs.setdefault(name, {})[seed] = self.evaluate(name, seed, model)
+        return runs
+
+    # -- reporting -----------------------------------------------------------------------------------------------
+    def report(self, runs: dict[str, dict[int, Path]]) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        metrics = {
+            name: {seed: json.loads((d / "metrics.json").read_text()) for seed, d in per_seed.items()}
+            for name, per_seed in runs.items()
+        }
+        timings = self.timings()
+
+        def cell(name: str, key: str) -> str:
+            values = [m[key] for m in metrics[name].values() if isinstance(m.get(key), (int, float))]
+            if not values:
+                return "–"
+            mean = statistics.fmean(values)
+            if len(values) == 1:
+                return f"{mean:.1f}"
+            return f"{mean:.1f} ± {statistics.stdev(values):.1f}"
+
+        def train_wall(name: str) -> str:
+            walls = []
+            for seed in metrics[name]:
+                parts = [f"seed{seed}-{name}"] + ([f"seed{seed}-sft20"] if name.startswith(("sft20_", "ablation")) else [])
+                walls.append(sum(timings.get(p, 0.0) for p in parts))
+            return f"{statistics.fmean(walls):.0f}" if walls else "–"
+
+        order = [n for n in ["sft_all", "grpo_only", "sft20", "sft20_grpo"] if n in metrics]
+        order += [n for n in metrics if n.startswith("ablation")]
+        header = ["setting", "seeds"] + [label for _, label in HEADLINE + SAMPLED] + ["train wall s"]
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for name in order:
+            row = [name, ",".join(str(s) for s in metrics[name])]
+            row += [cell(name, key) for key, _ in HEADLINE + SAMPLED] + [train_wall(name)]
+            lines.append("| " + " | ".join(row) + " |")
+        table = "\n".join(lines)
+
+        # Paired difference SFT->GRPO minus SFT-all, per seed.
+        diffs = [
+            metrics["sft20_grpo"][s]["planning_accuracy"] - metrics["sft_all"][s]["planning_accuracy"]
+            for s in metrics.get("sft20_grpo", {})
+            if s in metrics.get("sft_all", {})
+        ]
+        cover = [
+            metrics["sft20_grpo"][s].get("feasible_coverage", 0) - metrics["sft_all"][s].get("feasible_coverage", 0)
+            for s in metrics.get("sft20_grpo", {})
+            if s in metrics.get("sft_all", {})
+        ]
+
+        def spread(values: list[float]) -> str:
+            if not values:
+                return "n/a"
+            if len(values) == 1:
+                return f"{values[0]:+.1f}"
+            return f"{statistics.fmean(values):+.1f} ± {statistics.stdev(values):.1f} (per seed: " + ", ".join(
+                f"{v:+.1f}" for v in values
+            ) + ")"
+
+        # Per-class F1 plot (mean over seeds).
+        classes = list(next(iter(next(iter(metrics.values())).values()))["per_class_f1"])
+        fig, ax = plt.subplots(figsize=(12, 4))
+        width = 0.8 / max(1, len(order))
+        for i, name in enumerate(order):
+            vals = [statistics.fmean(m["per_class_f1"].get(c) or 0.0 for m in metrics[name].values()) for c in classes]
+            ax.bar([x + i * width for x in range(len(classes))], vals, width, label=name)
+        ax.set_xticks([x + width * (len(order) - 1) / 2 for x in range(len(classes))], classes, rotation=30)
+        ax.set_ylabel("F1 (%)")
+        ax.set_title("Per-class F1 on the hard synthetic test split (greedy)")
+        ax.legend(fontsize=7, ncols=2)
+        fig.tight_layout()
+        fig.savefig(self.results / "reproduce_per_class_f1.png", dpi=120)
+        plt.close(fig)
+
+        # Learning curves: SFT loss and GRPO reward per step (first seed).
+        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4))
+        seed = self.args.seeds[0]
+        for name in order:
+            state = self.work / f"seed{seed}" / name / "trainer_state.json"
+            if not state.exists():
+                continue
+            history = json.loads(state.read_text())["log_history"]
+            if name.startswith("sft") and not name.endswith("grpo"):
+                points = [(h["step"], h["loss"]) for h in history if "loss" in h]
+                ax1.plot(*zip(*points), label=name) if points else None
+            else:
+                points = [(h["step"], h["reward"]) for h in history if "reward" in h]
+                ax2.plot(*zip(*points), label=name) if points else None
+        ax1.set(title=f"SFT training loss (seed {seed})", xlabel="step", ylabel="loss")
+        ax2.set(title=f"GRPO mean reward of sampled answers (seed {seed})", xlabel="step", ylabel="reward")
+        ax1.legend(fontsize=8)
+        ax2.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(self.results / "reproduce_learning_curves.png", dpi=120)
+        plt.close(fig)
+
+        a = self.args
+        summary = f"""# Reproduction study: SFT vs GRPO vs SFT→GRPO (small scale, CPU)
+
+Data: synthetic `--difficulty {a.difficulty}`, cameras `{a.cameras}`, {a.num_samples} scenes (80/10/10 split),
+image size {a.image_size}; evaluated on the first {a.eval_samples} test scenes, greedy plus K = {a.k} samples at
+temperature 1. Model: Qwen2.5-VL architecture, preset `{a.model_preset}` of `alphadrive_trl.testing`, trained from
+random initialisation. Seeds: {", ".join(map(str, a.seeds))} (model init, training and sampling; the data seed is
+fixed). SFT epochs: {a.sft_epochs} (all data) and {a.sft20_epochs} (20 % warm-up); GRPO steps: {a.grpo_steps}.
+Values are percentages, mean ± standard deviation over seeds. Wall time is training only (the warm-up included for
+settings that start from it), on this machine.
+
+{table}
+
+**SFT→GRPO minus SFT-all, planning accuracy (greedy):** {spread(diffs)}
+
+**SFT→GRPO minus SFT-all, feasible coverage (K = {a.k}):** {spread(cover)}
+
+Plots: `reproduce_per_class_f1.png`, `reproduce_learning_curves.png`; scenes: `reproduce_scenes.png`.
+The exact commands are in `reproduce_commands.sh`.
+"""
+        (self.results / "reproduce.md").write_text(summary)
+        (self.results / "reproduce.json").write_text(
+            json.dumps({"args": vars(a), "metrics": metrics, "timings": timings}, indent=2, default=str)
+        )
+        (self.results / "reproduce_commands.sh").write_text("#!/usr/bin/env bash\nset -e\n" + "\n".join(self.commands) + "\n")
+        print(summary)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--num-samples", type=int, default=3000)
+    p.add_argument("--data-seed", type=int, default=0)
+    p.add_argument("--difficulty", default="hard")
+    p.add_argument("--cameras", default="front,front_left,front_right")
+    p.add_argument("--image-size", default="160x96")
+    p.add_argument("--model-preset", default="demo")
+    p.add_argument("--sft-epochs", type=float, default=3)
+    p.add_argument("--sft20-epochs", type=float, default=6)
+    p.add_argument("--grpo-steps", type=int, default=150)
+    p.add_argument("--eval-samples", type=int, default=200)
+    p.add_argument("--k", type=int, default=8)
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--skip-ablation", action="store_true")
+    p.add_argument("--skip-grpo-only", action="store_true")
+    p.add_argument("--work-dir", default="outputs/reproduce")
+    p.add_argument("--results-dir", default="benchmarks/results")
+    p.add_argument("--quick", action="store_true", help="Smoke-test sizes (minutes); results go to the work dir.")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.seeds = args.seeds[:1]
+        args.num_samples, args.sft_epochs, args.sft20_epochs, args.grpo_steps = 300, 1, 1, 4
+        args.eval_samples, args.k = 16, 2
+        args.work_dir = args.work_dir.rstrip("/") + "-quick"
+        args.results_dir = args.work_dir + "/results"
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    study = Study(args)
+    start = time.perf_counter()
+    runs = study.execute()
+    study.report(runs)
+    print(f"Study finished in {(time.perf_counter() - start) / 60:.1f} min; results in {study.results}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
