@@ -734,7 +734,7 @@ def render_report(
             lines.append(f"| {plan} | {support} | {_fmt(metrics['combination_accuracy'][plan])} |")
     absent = [plan for plan, support in metrics["combination_support"].items() if not support]
     if absent:
-        lines += ["", f"Not in the data ({len(absent)}): {', '.join(absent)}."]
+        lines += ["", f"Not in the data ({len(absent)}): {'; '.join(f'`{plan}`' for plan in absent)}."]
     if "mean_distinct_plans" in metrics:
         lines += [
             "",
