@@ -8,6 +8,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from alphadrive_trl.actions import EMPTY_ANSWER, AnswerWords
+from alphadrive_trl.rewards import (
+    REWARD_REGISTRY,
+    format_trajectory_reward,
+    format_trajectory_reward_strict,
+    get_reward_funcs,
+    make_trajectory_planning_reward,
+    path_planning_trajectory_reward,
+    speed_planning_reward,
+    speed_planning_trajectory_reward,
+    trajectory_accuracy_reward,
+    trajectory_consistency_reward,
+)
 from alphadrive_trl.trajectory import (
     L2_METRIC_NAMES,
     TRAJECTORY_DT,
@@ -330,3 +342,164 @@ def test_junk_never_raises(text, ego_speed):
     if parsed is not None:
         assert isinstance(is_plausible(parsed, ego_speed=ego_speed), bool)
         assert all(math.isfinite(v) for v in l2_errors(parsed, STRAIGHT).values())
+
+
+# --- rewards --------------------------------------------------------------------------------------------------------
+
+
+TRAJECTORY_REWARDS = (
+    "trajectory_accuracy",
+    "trajectory_consistency",
+    "format_trajectory",
+    "format_trajectory_strict",
+    "speed_planning_trajectory",
+    "path_planning_trajectory",
+)
+
+
+def completion(speed="KEEP", path="STRAIGHT", block=STRAIGHT_BLOCK):
+    return f"<think> reasoning </think> <answer> {speed}, {path} </answer> {block}"
+
+
+def block_of(points):
+    return format_trajectory(points)
+
+
+# Lateral drift 0.2 m per waypoint: errors 0.2, 0.4, ..., 1.2 m against STRAIGHT -> ADE 0.7 m.
+DRIFT = [[5.0 * (i + 1), 0.2 * (i + 1)] for i in range(6)]
+# 5 m/s braking to rest (heading labeller: STOP, STRAIGHT).
+STOPPING = [[2.2, 0.0], [3.9, 0.0], [5.0, 0.0], [5.6, 0.0], [5.8, 0.0], [5.8, 0.0]]
+JUMP = [[5.0, 0.0], [10.0, 0.0], [15.0, 0.0], [50.0, 0.0], [55.0, 0.0], [60.0, 0.0]]
+
+
+def test_trajectory_rewards_are_registered_with_their_names():
+    funcs = get_reward_funcs(list(TRAJECTORY_REWARDS))
+    assert [f.__name__ for f in funcs] == list(TRAJECTORY_REWARDS)
+    assert set(TRAJECTORY_REWARDS) <= set(REWARD_REGISTRY)
+
+
+def test_trajectory_accuracy_hand_computed():
+    completions = [
+        completion(),  # exact: ADE 0
+        completion(block=block_of(DRIFT)),  # ADE 0.7
+        completion(block=""),  # no trajectory
+        completion(block=block_of(JUMP)),  # 35 m in 0.5 s: implausible
+        completion(),  # row without an expert trajectory
+    ]
+    rewards = trajectory_accuracy_reward(
+        completions=completions, trajectory=[STRAIGHT] * 4 + [None], ego_speed=[10.0] * 5
+    )
+    assert rewards[0] == 1.0
+    assert rewards[1] == pytest.approx(math.exp(-0.7 / 2.0))  # 0.704688
+    assert rewards[2:] == [0.0, 0.0, 0.0]
+
+
+def test_trajectory_accuracy_scale_option_and_validation():
+    (reward,) = get_reward_funcs(["trajectory_accuracy"], trajectory_scale=0.7)
+    assert reward(completions=[completion(block=block_of(DRIFT))], trajectory=[STRAIGHT]) == [
+        pytest.approx(math.exp(-1.0))
+    ]
+    for bad in (0.0, -1.0, float("nan"), "2"):
+        with pytest.raises(ValueError, match="trajectory_scale"):
+            get_reward_funcs(["trajectory_accuracy"], trajectory_scale=bad)
+
+
+def test_trajectory_accuracy_checks_the_first_step_against_the_ego_speed():
+    # The plan drives at 10 m/s from the first step; from standstill that needs 40 m/s^2.
+    rewards = trajectory_accuracy_reward(completions=[completion()] * 2, trajectory=[STRAIGHT] * 2, ego_speed=[0, 9.0])
+    assert rewards == [0.0, 1.0]
+
+
+def test_trajectory_accuracy_logs_ade_and_shares():
+    logged = {}
+    trajectory_accuracy_reward(
+        completions=[completion(), completion(block=block_of(DRIFT)), "junk"],
+        trajectory=[STRAIGHT] * 3,
+        log_metric=logged.__setitem__,
+    )
+    assert logged["trajectory/ade"] == pytest.approx(0.35)
+    assert logged["trajectory/parsed"] == pytest.approx(2 / 3)
+    assert logged["trajectory/plausible"] == pytest.approx(2 / 3)
+
+
+def test_trajectory_consistency_hand_computed():
+    completions = [
+        completion("KEEP", "STRAIGHT"),  # waypoints at 10 m/s from 10 m/s: KEEP, STRAIGHT -> both agree
+        completion("KEEP", "LEFT_CHANGE"),  # speed agrees
+        completion("STOP", "LEFT_TURN"),  # neither
+        completion("KEEP, STOP", "STRAIGHT"),  # hedging on speed: only the path agrees
+        completion("STOP", "STRAIGHT", block=block_of(STOPPING)),
+        completion("KEEP", "STRAIGHT", block=""),  # nothing to agree with
+        completion("KEEP", "STRAIGHT", block=block_of(JUMP)),  # implausible
+    ]
+    rewards = trajectory_consistency_reward(completions=completions, ego_speed=[10.0] * 4 + [5.0, 10.0, 10.0])
+    assert rewards == [1.0, 0.5, 0.0, 0.5, 1.0, 0.0, 0.0]
+    # Same waypoints, faster ego: 10 m/s is 6 m/s below 16 -> DECELERATE, so the stated KEEP disagrees.
+    assert trajectory_consistency_reward(completions=[completion()], ego_speed=[16.0]) == [0.5]
+    # Without an ego speed the waypoints imply nothing.
+    assert trajectory_consistency_reward(completions=[completion()], ego_speed=[None]) == [0.0]
+    assert trajectory_consistency_reward(completions=[completion()]) == [0.0]
+
+
+def test_format_trajectory_reward():
+    hedging = completion("KEEP, STOP", "STRAIGHT")
+    completions = [completion(), completion(block=""), hedging, [{"role": "assistant", "content": completion()}]]
+    assert format_trajectory_reward(completions=completions) == [1.0, 0.0, 1.0, 1.0]
+    assert format_trajectory_reward_strict(completions=completions) == [1.0, 0.0, 0.0, 1.0]
+
+
+def test_planning_trajectory_rewards_use_the_waypoints_not_the_stated_answer():
+    # Two completions of one prompt state STOP, LEFT_TURN but plan 10 m/s straight ahead: the derived plan is
+    # KEEP, STRAIGHT. Paper diversity: both share every word -> factor 1 - min(0.2, 1) = 0.8.
+    completions = [completion("STOP", "LEFT_TURN")] * 2
+    columns = dict(prompts=["p", "p"], speed_action=["KEEP"] * 2, path_action=["STRAIGHT"] * 2, ego_speed=[10.0] * 2)
+    assert speed_planning_trajectory_reward(completions=completions, **columns) == [pytest.approx(0.8 * 0.8)] * 2
+    assert path_planning_trajectory_reward(completions=completions, **columns) == [pytest.approx(0.8 * 0.8)] * 2
+    assert speed_planning_reward(completions=completions, **columns) == [0.0, 0.0]  # the stated answer is wrong
+
+
+def test_planning_trajectory_rewards_hand_computed_single_rows():
+    columns = dict(prompts=["a", "b", "c"], speed_action=["STOP"] * 3, path_action=["STRAIGHT"] * 3)
+    completions = [
+        completion(block=block_of(STOPPING)),  # derived STOP, STRAIGHT
+        completion(block=block_of(JUMP)),  # implausible: no derived words
+        completion(block=""),  # no trajectory
+    ]
+    speeds = [5.0, 5.0, 5.0]
+    assert speed_planning_trajectory_reward(completions=completions, ego_speed=speeds, **columns) == [1.0, 0.0, 0.0]
+    assert path_planning_trajectory_reward(completions=completions, ego_speed=speeds, **columns) == [0.8, 0.0, 0.0]
+    # Without an ego speed nothing is derived.
+    assert speed_planning_trajectory_reward(completions=completions, **columns) == [0.0, 0.0, 0.0]
+
+
+def test_planning_trajectory_labeller_option():
+    # Heading rules: end speed 5.56 m/s, 2.44 below 8 m/s -> DECELERATE; senna needs a 3 m/s change -> KEEP.
+    turn = "<trajectory> [4.0,0.0] [8.0,0.3] [11.5,1.2] [14.5,2.7] [16.8,4.6] [18.5,6.8] </trajectory>"
+    columns = dict(completions=[turn], speed_action=["DECELERATE"], path_action=["LEFT_TURN"], ego_speed=[8.0])
+    for labeller, expected in (("heading", 1.0), ("senna", 0.0)):
+        (reward,) = get_reward_funcs(["speed_planning_trajectory"], diversity="none", trajectory_labeller=labeller)
+        assert reward(**columns) == [expected]
+    with pytest.raises(ValueError, match="trajectory_labeller"):
+        make_trajectory_planning_reward("speed", labeller="nope")
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    texts=st.lists(_JUNK_TEXT, min_size=1, max_size=4),
+    expert=st.one_of(st.none(), st.just(STRAIGHT), st.lists(st.lists(st.floats(), max_size=3), max_size=7)),
+    ego_speed=st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True)),
+)
+def test_trajectory_rewards_never_raise_on_junk(texts, expert, ego_speed):
+    n = len(texts)
+    columns = dict(
+        prompts=["p"] * n,
+        completions=texts,
+        trajectory=[expert] * n,
+        ego_speed=[ego_speed] * n,
+        speed_action=["KEEP"] * n,
+        path_action=["STRAIGHT"] * n,
+    )
+    for reward in get_reward_funcs(list(TRAJECTORY_REWARDS)):
+        values = reward(**columns)
+        assert len(values) == n
+        assert all(isinstance(v, float) and math.isfinite(v) and 0.0 <= v <= 1.0 for v in values), reward.__name__
