@@ -1,0 +1,162 @@
+"""Every GRPO recipe parses into the entry point's dataclasses and builds its config and rewards, offline.
+
+No weights are loaded: a recipe for a 7B model must be checkable on a laptop. GPU recipes ask for bf16, which
+`TrainingArguments` refuses on a CPU-only machine, so they are parsed with `--use_cpu true` there (a CLI override,
+exactly what a user would type).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from alphadrive_trl.configs import DrivingGRPOConfig, DrivingScriptArguments
+from alphadrive_trl.grpo import make_parser, resolve_reward_funcs
+from alphadrive_trl.rewards import REWARD_REGISTRY
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPES = sorted((REPO / "recipes").glob("*/grpo/*.yaml"))
+REAL_RECIPES = [p for p in RECIPES if not p.parts[-3].startswith("tiny-")]
+TINY = REPO / "recipes" / "tiny-qwen2.5-vl" / "grpo"
+MODELS = ("Qwen2-VL-2B-Instruct", "Qwen2.5-VL-3B-Instruct", "Qwen2.5-VL-7B-Instruct", "Qwen3-VL-2B-Instruct")
+
+
+def parse(recipe: Path, *overrides: str):
+    argv = ["--config", str(recipe), *overrides]
+    if not torch.cuda.is_available():
+        argv += ["--use_cpu", "true"]
+    return make_parser().parse_args_and_config(args=argv)
+
+
+def recipe_id(path: Path) -> str:
+    return str(path.relative_to(REPO / "recipes"))
+
+
+def test_recipes_exist():
+    assert {p.parts[-3] for p in REAL_RECIPES} == set(MODELS)
+    for model in MODELS:
+        assert (REPO / "recipes" / model / "grpo" / "config_alphadrive.yaml").is_file()
+    names = {p.name for p in RECIPES}
+    assert {"config_lora.yaml", "config_qlora.yaml", "config_demo.yaml"} <= names
+    for variant in ("acc", "acc_weight", "acc_weight_div", "full"):
+        assert (TINY / f"config_ablation_{variant}.yaml").is_file()
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=recipe_id)
+def test_recipe_parses_and_builds_config_and_rewards(recipe):
+    keys = set(yaml.safe_load(recipe.read_text()))
+    script_args, training_args, model_args = parse(recipe)
+    assert isinstance(script_args, DrivingScriptArguments) and isinstance(training_args, DrivingGRPOConfig)
+    # Every key of the YAML is a field of one of the three dataclasses (a typo would be silently ignored otherwise).
+    known = {f for obj in (script_args, training_args, model_args) for f in vars(obj)} | {"model_revision"}
+    assert keys <= known, keys - known
+    # Values TRL defaults differently are written explicitly in every recipe.
+    assert {"beta", "loss_type", "num_generations", "max_completion_length", "temperature", "learning_rate"} <= keys
+    # RL runs on the part of the data the SFT warm-up did not see (same fraction and seed as the SFT recipes).
+    assert script_args.stage in ("grpo", None) and (script_args.sft_fraction, script_args.split_seed) == (0.2, 42)
+    if recipe in REAL_RECIPES or recipe.parent == TINY and recipe.stem.startswith(("config_demo", "config_ablation")):
+        assert script_args.stage == "grpo"
+    funcs = resolve_reward_funcs(training_args.reward_funcs, **training_args.reward_options())
+    assert [f.__name__ for f in funcs] == training_args.reward_funcs
+    assert len(training_args.reward_weights) == len(funcs)
+    assert training_args.generation_batch_size % training_args.num_generations == 0
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_paper_settings(model):
+    script_args, args, model_args = parse(REPO / "recipes" / model / "grpo" / "config_alphadrive.yaml")
+    assert (args.learning_rate, args.beta, args.num_generations) == (1e-6, 0.04, 2)
+    assert (args.max_completion_length, args.temperature, args.loss_type) == (256, 1.0, "grpo")
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (1, 2)
+    assert args.reward_funcs == ["speed_planning", "path_planning", "format"] and args.diversity_mode == "paper"
+    assert args.bf16 and not args.use_vllm and not model_args.use_peft
+    assert script_args.max_pixels == 401408
+    # GRPO starts where the matching SFT recipe ends.
+    sft_recipe = REPO / "recipes" / model / "sft" / "config_alphadrive.yaml"
+    if sft_recipe.is_file():
+        sft = yaml.safe_load(sft_recipe.read_text())
+        assert model_args.model_name_or_path == sft["output_dir"]
+        assert (sft.get("sft_fraction", 0.2), sft.get("split_seed", 42)) == (0.2, 42)
+        assert sft.get("dataset_name") == script_args.dataset_name
+    else:
+        assert model_args.model_name_or_path == f"outputs/{model}-sft"
+
+
+def test_paper_batch_over_16_gpus_holds_whole_groups(monkeypatch):
+    # The paper trains on 16 GPUs: 1 completion per device x 16 x accumulation 2 = 32 = 16 prompts x 2 generations.
+    monkeypatch.setattr(DrivingGRPOConfig, "world_size", property(lambda self: 16))
+    _, args, _ = parse(REPO / "recipes" / "Qwen2-VL-2B-Instruct" / "grpo" / "config_alphadrive.yaml")
+    assert args.generation_batch_size == 32 and args.steps_per_generation == 2
+    # With 8 generations the same batch still holds whole groups; 3 generations would not (TRL refuses it).
+    with pytest.raises(ValueError, match="divisible by num_generations"):
+        parse(REPO / "recipes" / "Qwen2-VL-2B-Instruct" / "grpo" / "config_alphadrive.yaml", "--num_generations", "3")
+
+
+def test_lora_and_qlora_variants():
+    _, args, lora = parse(REPO / "recipes" / "Qwen2.5-VL-7B-Instruct" / "grpo" / "config_lora.yaml")
+    assert lora.use_peft and not lora.load_in_4bit and lora.lora_r == 64 and args.beta == 0.04
+    _, _, qlora = parse(REPO / "recipes" / "Qwen2.5-VL-7B-Instruct" / "grpo" / "config_qlora.yaml")
+    assert qlora.use_peft and qlora.load_in_4bit and qlora.bnb_4bit_quant_type == "nf4"
+    from trl import get_peft_config, get_quantization_config
+
+    assert get_quantization_config(qlora).load_in_4bit
+    assert set(get_peft_config(qlora).target_modules) >= {"q_proj", "v_proj"}
+
+
+def test_vllm_options_are_written_and_valid():
+    text = (REPO / "recipes" / "Qwen2-VL-2B-Instruct" / "grpo" / "config_alphadrive.yaml").read_text()
+    assert "# vllm_mode: colocate" in text and "# vllm_mode: server" in text and "trl vllm-serve" in text
+    # Uncommented, the colocate block parses (vLLM itself is only imported when the trainer starts).
+    colocate = ("--use_vllm", "true", "--vllm_mode", "colocate", "--vllm_gpu_memory_utilization", "0.3")
+    _, args, _ = parse(REPO / "recipes" / "Qwen2-VL-2B-Instruct" / "grpo" / "config_alphadrive.yaml", *colocate)
+    assert args.use_vllm and args.vllm_mode == "colocate" and args.vllm_gpu_memory_utilization == 0.3
+
+
+def test_demo_recipe_runs_on_cpu_from_the_tiny_sft_output():
+    script_args, args, model_args = parse(TINY / "config_demo.yaml")
+    assert model_args.model_name_or_path == "outputs/demo-sft" and script_args.dataset_name == "data/synthetic"
+    assert args.use_cpu and not args.bf16 and args.beta > 0 and 4 <= args.num_generations <= 8
+    assert args.max_completion_length <= 64 and args.max_steps <= 200
+    assert args.output_dir == "outputs/demo-grpo"  # `make eval` reads it there
+
+
+def test_ablation_recipes_differ_only_in_rewards():
+    def rewards_of(variant):
+        _, args, _ = parse(TINY / f"config_ablation_{variant}.yaml")
+        return args
+
+    acc, weight, div, full = (rewards_of(v) for v in ("acc", "acc_weight", "acc_weight_div", "full"))
+    assert acc.diversity_mode == "none" and set(acc.speed_action_weights.values()) == {1.0}
+    assert set(acc.path_action_weights.values()) == {1.0}
+    assert weight.diversity_mode == "none" and weight.speed_action_weights is None
+    assert div.diversity_mode == "paper" and div.reward_funcs == ["speed_planning", "path_planning"]
+    assert full.diversity_mode == "paper" and full.reward_funcs == ["speed_planning", "path_planning", "format"]
+    outputs = {a.output_dir for a in (acc, weight, div, full)}
+    assert len(outputs) == 4
+    # Apart from the reward section and output_dir, the four runs are identical.
+    ignore = {
+        "reward_funcs", "reward_weights", "diversity_mode", "speed_action_weights", "path_action_weights",
+        "output_dir", "logging_dir", "run_name",
+    }  # fmt: skip
+    base = {k: v for k, v in vars(full).items() if k not in ignore}
+    for other in (acc, weight, div):
+        assert {k: v for k, v in vars(other).items() if k not in ignore} == base
+
+
+def test_accuracy_only_ablation_is_plain_f1():
+    _, args, _ = parse(TINY / "config_ablation_acc.yaml")
+    speed, path = resolve_reward_funcs(args.reward_funcs, **args.reward_options())
+    # A hedging answer on a KEEP/STRAIGHT scene: speed F1 = 2*1/(2+1) = 2/3 with no weight or diversity factor.
+    completions = ["<think> ? </think> <answer> KEEP, STOP, STRAIGHT </answer>", "<answer> KEEP, STRAIGHT </answer>"]
+    columns = {"speed_action": ["KEEP"] * 2, "path_action": ["STRAIGHT"] * 2}
+    assert speed(prompts=["p", "p"], completions=completions, **columns) == pytest.approx([2 / 3, 1.0])
+    assert path(prompts=["p", "p"], completions=completions, **columns) == pytest.approx([1.0, 1.0])
+
+
+def test_every_registry_reward_is_usable_from_a_recipe():
+    names = [name for name in REWARD_REGISTRY if "trajectory" not in name]
+    _, args, _ = parse(TINY / "config_demo.yaml", "--reward_funcs", *names)
+    assert [f.__name__ for f in resolve_reward_funcs(args.reward_funcs, **args.reward_options())] == names
