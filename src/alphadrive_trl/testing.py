@@ -2,7 +2,7 @@
 
 The models are real instances of the transformers classes the real recipes train (`Qwen2VLForConditionalGeneration`,
 `Qwen2_5_VLForConditionalGeneration`, `Qwen3VLForConditionalGeneration`), only small: a few hundred thousand
-parameters, a ~500-token byte-level BPE tokenizer trained here on driving text, Qwen's special tokens, TRL's shipped
+parameters, a ~750-token byte-level BPE tokenizer trained here on driving text, Qwen's special tokens, TRL's shipped
 Qwen-VL chat templates, and an image budget of ~16 visual tokens per image. Everything downstream (`from_pretrained`,
 `AutoProcessor`, TRL's trainers, template detection) treats them exactly like the Hub checkpoints.
 
@@ -98,6 +98,14 @@ DRIVING_CORPUS: tuple[str, ...] = (
     "Answer in the format <think> reasoning </think> <answer> SPEED, PATH </answer>.",
     "<think> The light is red. </think> <answer> STOP, STRAIGHT </answer>",
     "<think> The road is clear and the route turns left. </think> <answer> KEEP, LEFT_TURN </answer>",
+    "We close in on the car 20 m ahead by 4 m/s. The car ahead is only 9 m away, under 1 s at our speed.",
+    "Cones close our lane 30 m ahead. The left lane is free, so we move over. We cannot move right: a car is alongside.",
+    "No lane is free, so we must wait before the cones. The car 15 m ahead is braking, under 2 s away.",
+    "At 8.0 m/s we are well below the cruise speed (12.0 m/s). At 13.1 m/s we are close to the cruise speed.",
+    "Navigation says turn left; the intersection is still 40 m ahead. Navigation asks for the right lane.",
+    "The light at the stop line 25 m ahead is red. At 6.2 m/s we stop before it.",
+    "The light 30 m ahead turned yellow and we can still stop before the line. A pedestrian is on the crossing.",
+    "At 14.0 m/s it is beyond a 3 s stop, so we start braking. The intersection is right ahead.",
     "0 1 2 3 4 5 6 7 8 9 . , : ; ( ) [ ] - m/s metres seconds waypoints trajectory x forward y left",
     "You are a helpful assistant.",
 )
@@ -117,7 +125,7 @@ class TinyModelSize:
     vision_intermediate_size: int = 64
     vision_depth: int = 2
     vision_num_heads: int = 2
-    tokenizer_vocab_size: int = 512
+    tokenizer_vocab_size: int = 1024
     max_position_embeddings: int = 4096
 
 
@@ -170,7 +178,7 @@ def _prompt_corpus() -> list[str]:
     return texts
 
 
-def build_tokenizer(vocab_size: int = 512, extra_corpus: list[str] | None = None) -> Qwen2Tokenizer:
+def build_tokenizer(vocab_size: int = 1024, extra_corpus: list[str] | None = None) -> Qwen2Tokenizer:
     """Train a byte-level BPE tokenizer with Qwen2's pre-tokenizer and wrap it as a `Qwen2Tokenizer`.
 
     Deterministic: the corpus and the trainer settings are fixed, so the same vocabulary comes out every time.
