@@ -10,7 +10,7 @@ import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from alphadrive_trl.configs import DRIVING_CONFIG_NAME, DrivingScriptArguments, DrivingSFTConfig
-from alphadrive_trl.sft import GENERATION_METRICS, DrivingSFTTrainer, load_sft_datasets, main
+from alphadrive_trl.sft import GENERATION_METRICS, DrivingSFTTrainer, load_sft_datasets, main, make_parser, train_sft
 
 
 def sft_argv(model_dir, dataset_dir, output_dir, *extra):
@@ -102,6 +102,28 @@ def test_lora_run_trains_only_adapters(tiny_model_dir, tiny_dataset_dir, tmp_pat
     # The adapter loads on top of the base model through transformers' PEFT integration.
     model = AutoModelForImageTextToText.from_pretrained(out)
     assert any("lora_A" in name for name, _ in model.named_parameters())
+
+
+@pytest.mark.slow
+def test_qlora_run_on_a_4bit_base(tiny_model_dir, tiny_dataset_dir, tmp_path):
+    argv = sft_argv(tiny_model_dir, tiny_dataset_dir, tmp_path / "qlora", "--max_steps", "3", "--save_strategy", "no")
+    argv += [
+        "--load_in_4bit",
+        "true",
+        "--use_peft",
+        "true",
+        "--lora_r",
+        "8",
+        "--lora_target_modules",
+        "q_proj",
+        "v_proj",
+    ]
+    trainer = train_sft(*make_parser().parse_args_and_config(args=argv))
+    quantized = [name for name, module in trainer.model.named_modules() if type(module).__name__ == "Linear4bit"]
+    assert any(name.endswith("q_proj.base_layer") for name in quantized)
+    losses = logged(tmp_path / "qlora", "loss")
+    assert len(losses) == 3 and losses[-1] < losses[0]
+    assert (tmp_path / "qlora" / "adapter_model.safetensors").is_file()
 
 
 def sft_rows(tiny_dataset_dir, split="test", stage=None, **script):
