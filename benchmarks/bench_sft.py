@@ -10,7 +10,7 @@ sides and in every repeat, so each side's figure is the mean over steps of the s
 processes' load only adds time); the first step of each run (warm-up) is not timed. `median_ratio` (plain medians)
 is reported too.
 
-    python benchmarks/bench_sft.py [--steps 8] [--repeats 3]
+    python benchmarks/bench_sft.py [--steps 8] [--repeats 3] [--threads 1]
 
 `run()` returns `{"name", "ours_s", "baseline_s", "ratio", "median_ratio", "note"}` with `ratio` = ours / baseline
 step time (goal <= 1.05).
@@ -93,18 +93,21 @@ def _train(trainer_class, model_dir: str, dataset: Dataset, output_dir: Path, st
     return timer.times[1:]  # the first step pays one-off costs (allocations, caches)
 
 
-def run(steps: int = 8, repeats: int = 3, num_samples: int = 200) -> dict:
+def run(steps: int = 8, repeats: int = 3, num_samples: int = 200, threads: int | None = 1) -> dict:
+    import torch
     from trl import SFTTrainer
 
     from alphadrive_trl.sft import DrivingSFTTrainer
 
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        model_dir, dataset = _prepare(root, num_samples)
-        ours, baseline = [], []
-        for repeat in range(repeats):
-            baseline.append(_train(SFTTrainer, model_dir, dataset, root / f"baseline{repeat}", steps))
-            ours.append(_train(DrivingSFTTrainer, model_dir, dataset, root / f"ours{repeat}", steps))
+    previous_threads = torch.get_num_threads()
+    if threads:
+        # A tiny model gains nothing from intra-op threads, and on a loaded machine their spin-waits swamp the
+        # differences being measured; both sides run with the same setting.
+        torch.set_num_threads(threads)
+    try:
+        ours, baseline = _alternate(SFTTrainer, DrivingSFTTrainer, steps, repeats, num_samples)
+    finally:
+        torch.set_num_threads(previous_threads)
     # Step i sees the same batch on both sides and in every repeat. Load from other processes only ever adds time,
     # so each step's fastest repeat is its cleanest measurement; the sums compare the same batches on both sides.
     ours_s = statistics.fmean(min(times) for times in zip(*ours))
@@ -116,8 +119,19 @@ def run(steps: int = 8, repeats: int = 3, num_samples: int = 200) -> dict:
         "ratio": round(ours_s / baseline_s, 3),
         "median_ratio": round(statistics.median(sum(ours, [])) / statistics.median(sum(baseline, [])), 3),
         "note": f"mean over {steps - 1} steps of each step's fastest of {repeats} alternating runs "
-        "(batch 8, 2 images per row, tiny Qwen2.5-VL)",
+        f"(batch 8, 2 images per row, tiny Qwen2.5-VL, {threads or previous_threads} thread(s))",
     }
+
+
+def _alternate(baseline_class, ours_class, steps: int, repeats: int, num_samples: int):
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        model_dir, dataset = _prepare(root, num_samples)
+        ours, baseline = [], []
+        for repeat in range(repeats):
+            baseline.append(_train(baseline_class, model_dir, dataset, root / f"baseline{repeat}", steps))
+            ours.append(_train(ours_class, model_dir, dataset, root / f"ours{repeat}", steps))
+    return ours, baseline
 
 
 def main() -> None:
@@ -125,8 +139,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8, help="Training steps per run (the first is not timed).")
     parser.add_argument("--repeats", type=int, default=3, help="Alternating runs per side.")
     parser.add_argument("--num-samples", type=int, default=200, help="Synthetic scenes generated for the rows.")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads for both sides (0: keep).")
     args = parser.parse_args()
-    result = run(args.steps, args.repeats, args.num_samples)
+    result = run(args.steps, args.repeats, args.num_samples, args.threads or None)
     print(
         f"DrivingSFTTrainer {result['ours_s']:.4f} s/step vs trl.SFTTrainer {result['baseline_s']:.4f} s/step: "
         f"ratio {result['ratio']:.3f} (goal <= 1.05; {result['note']})"
