@@ -75,15 +75,22 @@ def test_real_recipes_use_the_paper_settings(model):
     "recipe", [r for r in SFT_RECIPES if r.parent.parent.name in REAL_MODELS], ids=lambda r: str(r)
 )
 def test_sft_and_grpo_recipes_agree_on_the_split_and_the_handover(recipe):
-    """GRPO starts from the SFT output and trains on the rows SFT did not see: same data, fraction and seed."""
-    grpo_recipe = recipe.parent.parent / "grpo" / "config_alphadrive.yaml"
+    """GRPO trains on the rows SFT did not see (same data, fraction and seed) and starts from the SFT output.
+
+    Pairs are matched by file name (`sft/config_trajectory.yaml` with `grpo/config_trajectory.yaml`); an SFT variant
+    without a GRPO twin (QLoRA) is checked against the model's `config_alphadrive.yaml` for the split only. LoRA GRPO
+    recipes start from the full SFT checkpoint, so only the plain variants hand over their `output_dir`.
+    """
+    twin = recipe.parent.parent / "grpo" / recipe.name
+    grpo_recipe = twin if twin.is_file() else recipe.parent.parent / "grpo" / "config_alphadrive.yaml"
     if not grpo_recipe.is_file():
         pytest.skip(f"{grpo_recipe} not written yet")
     grpo = yaml.safe_load(grpo_recipe.read_text())
     script_args, training_args, _ = parse(recipe)
-    for key in ("dataset_name", "sft_fraction", "split_seed", "prompt_template"):
+    keys = ("dataset_name", "sft_fraction", "split_seed") + (("prompt_template",) if twin.is_file() else ())
+    for key in keys:
         assert getattr(script_args, key) == grpo.get(key, getattr(script_args, key)), key
-    if recipe.name == "config_alphadrive.yaml":
+    if twin.is_file() and not (recipe.stem.endswith("lora")):
         assert training_args.output_dir == grpo["model_name_or_path"]
 
 
