@@ -119,7 +119,7 @@ def test_demo_recipe_runs_on_cpu_from_the_tiny_sft_output():
     script_args, args, model_args = parse(TINY / "config_demo.yaml")
     assert model_args.model_name_or_path == "outputs/demo-sft" and script_args.dataset_name == "data/synthetic"
     assert args.use_cpu and not args.bf16 and args.beta > 0 and 4 <= args.num_generations <= 8
-    assert args.max_completion_length <= 64 and args.max_steps <= 200
+    assert args.max_completion_length <= 128 and args.max_steps <= 100
     assert args.output_dir == "outputs/demo-grpo"  # `make eval` reads it there
 
 

@@ -1,6 +1,6 @@
 """AlphaDrive stage 2: GRPO with the driving rewards, from the SFT warm-up checkpoint.
 
-`DrivingGRPOTrainer` is `trl.GRPOTrainer` with two additions:
+`DrivingGRPOTrainer` is `trl.GRPOTrainer` with two additions (and a resume fix, see `_load_from_checkpoint`):
 
 - the reward functions come from the recipe by name (`DrivingGRPOConfig.reward_funcs`, resolved through
   `alphadrive_trl.rewards.get_reward_funcs` with the recipe's options, or dotted import paths for your own rewards)
