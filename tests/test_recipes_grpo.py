@@ -7,6 +7,7 @@ exactly what a user would type).
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -141,9 +142,12 @@ def test_ablation_recipes_differ_only_in_rewards():
         "reward_funcs", "reward_weights", "diversity_mode", "speed_action_weights", "path_action_weights",
         "output_dir", "logging_dir", "run_name",
     }  # fmt: skip
-    base = {k: v for k, v in vars(full).items() if k not in ignore}
+
+    def settings(args):
+        return {f.name: getattr(args, f.name) for f in dataclasses.fields(args) if f.name not in ignore}
+
     for other in (acc, weight, div):
-        assert {k: v for k, v in vars(other).items() if k not in ignore} == base
+        assert settings(other) == settings(full)
 
 
 def test_accuracy_only_ablation_is_plain_f1():
