@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import torch
-from transformers import AutoModelForImageTextToText, AutoProcessor
+from transformers import AutoModelForImageTextToText, AutoProcessor, TrainerCallback
 
 from alphadrive_trl.configs import DRIVING_CONFIG_NAME, DrivingScriptArguments, DrivingSFTConfig
 from alphadrive_trl.sft import GENERATION_METRICS, DrivingSFTTrainer, load_sft_datasets, main, make_parser, train_sft
@@ -76,6 +76,41 @@ def test_sft_end_to_end_loss_falls_and_checkpoint_reloads(tiny_model_dir, tiny_d
     trained = AutoModelForImageTextToText.from_pretrained(out).state_dict()
     initial = AutoModelForImageTextToText.from_pretrained(tiny_model_dir).state_dict()
     assert not torch.equal(trained["lm_head.weight"], initial["lm_head.weight"])
+
+
+class StopAfter(TrainerCallback):
+    """Simulates a killed run: stop right after `step` (the checkpoint of that step has been written)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= self.step:
+            control.should_training_stop = True
+        return control
+
+
+def step_logs(log_history: list[dict]) -> dict[int, dict]:
+    return {entry["step"]: entry for entry in log_history if "loss" in entry}
+
+
+@pytest.mark.slow
+def test_resume_gives_the_same_next_steps_as_an_uninterrupted_run(tiny_model_dir, tiny_dataset_dir, tmp_path):
+    def run(output_dir, callbacks=None):
+        argv = sft_argv(tiny_model_dir, tiny_dataset_dir, output_dir, "--max_steps", "4", "--save_steps", "2")
+        return train_sft(*make_parser().parse_args_and_config(args=argv), callbacks=callbacks)
+
+    expected = step_logs(run(tmp_path / "full").state.log_history)
+
+    run(tmp_path / "interrupted", callbacks=[StopAfter(2)])
+    assert sorted(p.name for p in (tmp_path / "interrupted").glob("checkpoint-*")) == ["checkpoint-2"]
+    resumed = run(tmp_path / "interrupted")  # same command again: picks up checkpoint-2 by itself
+    got = step_logs(resumed.state.log_history)
+    assert sorted(got) == [1, 2, 3, 4]
+    assert expected[4]["loss"] < expected[1]["loss"]  # the weights moved: resuming from the initial ones would show
+    for step in (3, 4):
+        for key in ("loss", "grad_norm"):
+            assert got[step][key] == pytest.approx(expected[step][key], rel=1e-5), (step, key)
 
 
 @pytest.mark.slow

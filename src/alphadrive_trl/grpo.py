@@ -1,6 +1,7 @@
 """AlphaDrive stage 2: GRPO with the driving rewards, from the SFT warm-up checkpoint.
 
-`DrivingGRPOTrainer` is `trl.GRPOTrainer` with two additions (and a resume fix, see `_load_from_checkpoint`):
+`DrivingGRPOTrainer` is `trl.GRPOTrainer` with two additions (and the resume fix of
+`alphadrive_trl.checkpointing.QwenVLCheckpointMixin`):
 
 - the reward functions come from the recipe by name (`DrivingGRPOConfig.reward_funcs`, resolved through
   `alphadrive_trl.rewards.get_reward_funcs` with the recipe's options, or dotted import paths for your own rewards)
@@ -43,13 +44,13 @@ from typing import Any
 import datasets
 import torch
 import transformers
-from accelerate.utils import is_peft_model
-from transformers import AutoProcessor, PreTrainedModel, TrainerCallback, set_seed
+from transformers import AutoProcessor, TrainerCallback, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 from trl import GRPOTrainer, ModelConfig, TrlParser, get_peft_config
 from trl.trainer.utils import nanstd
 
 from .actions import ALL_PLANS, completion_to_text, parse_answer_strict
+from .checkpointing import QwenVLCheckpointMixin
 from .configs import DrivingGRPOConfig, DrivingScriptArguments, save_driving_config
 from .data import apply_image_budget, load_driving_dataset, split_for_stages
 from .prompts import to_grpo_example
@@ -174,7 +175,7 @@ def resolve_reward_funcs(names: Sequence[str], **options: Any) -> list:
     return funcs
 
 
-class DrivingGRPOTrainer(GRPOTrainer):
+class DrivingGRPOTrainer(QwenVLCheckpointMixin, GRPOTrainer):
     """`trl.GRPOTrainer` with the driving rewards from the recipe and driving metrics in the logs.
 
     Args:
@@ -213,20 +214,6 @@ class DrivingGRPOTrainer(GRPOTrainer):
         for name, value in driving_metrics(stats, total_rewards, num_generations).items():
             self._metrics[mode][name].append(value)
         return rewards_per_func
-
-    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
-        # transformers 5 saves Qwen-VL checkpoints in the original key layout (`visual.*`, `model.layers.*`) but
-        # `Trainer._load_from_checkpoint` loads them with a plain non-strict `load_state_dict`, which matches no key
-        # and silently resumes from the *initial* weights (QwenLM/Qwen3-VL#1763). Reload through `from_pretrained`,
-        # which applies the key conversion, and copy strictly. Adapters (PEFT) take the parent's path, which loads
-        # them correctly; DeepSpeed and FSDP restore their own checkpoints and never come here.
-        target = model if model is not None else self.model
-        if is_peft_model(target) or not isinstance(target, PreTrainedModel):
-            return super()._load_from_checkpoint(resume_from_checkpoint, model)
-        logger.info(f"Loading model weights from {resume_from_checkpoint}.")
-        restored = type(target).from_pretrained(resume_from_checkpoint, dtype=target.dtype)
-        target.load_state_dict(restored.state_dict(), strict=True)
-        del restored
 
 
 def load_grpo_datasets(script_args: DrivingScriptArguments, training_args: DrivingGRPOConfig):

@@ -1,6 +1,7 @@
 """AlphaDrive stage 1: supervised warm-up of a Qwen-VL model on reasoning-annotated driving data.
 
-`DrivingSFTTrainer` is `trl.SFTTrainer` with two additions:
+`DrivingSFTTrainer` is `trl.SFTTrainer` with two additions (and the resume fix of
+`alphadrive_trl.checkpointing.QwenVLCheckpointMixin`):
 
 - it collates with `MultiImageCollator` (any number of images per sample, the recipe's pixel budget, loss on the
   completion only, a loud error instead of a silent zero loss);
@@ -45,6 +46,7 @@ from trl.data_utils import prepare_multimodal_messages
 from trl.models import unwrap_model_for_generation
 
 from .actions import completion_to_text, parse_answer_strict
+from .checkpointing import QwenVLCheckpointMixin
 from .collator import MultiImageCollator
 from .configs import DrivingScriptArguments, DrivingSFTConfig, save_driving_config
 from .data import apply_image_budget, load_driving_dataset, split_for_stages
@@ -88,7 +90,7 @@ class SaveDrivingConfigCallback(TrainerCallback):
         return control
 
 
-class DrivingSFTTrainer(SFTTrainer):
+class DrivingSFTTrainer(QwenVLCheckpointMixin, SFTTrainer):
     """`trl.SFTTrainer` for driving VLMs: multi-image collator + generation-based driving metrics.
 
     Takes SFTTrainer's arguments, plus `min_pixels` / `max_pixels` (per-image budget given to the collator). The
@@ -309,9 +311,13 @@ def _setup_logging(training_args: DrivingSFTConfig) -> None:
 
 
 def train_sft(
-    script_args: DrivingScriptArguments, training_args: DrivingSFTConfig, model_args: ModelConfig
+    script_args: DrivingScriptArguments,
+    training_args: DrivingSFTConfig,
+    model_args: ModelConfig,
+    callbacks: list[TrainerCallback] | None = None,
 ) -> DrivingSFTTrainer:
-    """Run the SFT warm-up as configured by the three argument dataclasses (what `main` does after parsing)."""
+    """Run the SFT warm-up as configured by the three argument dataclasses (what `main` does after parsing), with
+    optional extra trainer callbacks. Returns the trainer."""
     set_seed(training_args.seed)
     _setup_logging(training_args)
     logger.info(f"Model parameters {model_args}")
@@ -340,7 +346,7 @@ def train_sft(
         eval_dataset=eval_dataset,
         processing_class=processor,
         peft_config=get_peft_config(model_args),
-        callbacks=[SaveDrivingConfigCallback(script_args)],
+        callbacks=[SaveDrivingConfigCallback(script_args), *(callbacks or [])],
     )
 
     logger.info("*** Train ***")
