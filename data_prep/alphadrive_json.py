@@ -34,6 +34,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from alphadrive_trl.actions import format_answer, parse_answer_strict
+from data_prep.common import OUTPUT_FORMATS, write_driving_rows
 
 logger = logging.getLogger(__name__)
 
@@ -431,51 +432,6 @@ def export_dataset(dataset_path: str | Path, output: str | Path, *, split: str |
     temporary_images.rename(image_dir)
     temporary.replace(output)
     return len(records)
-
-
-# --- writing ----------------------------------------------------------------------------------------------------
-
-OUTPUT_FORMATS: tuple[str, ...] = ("disk", "jsonl")
-
-
-def write_driving_rows(
-    splits: dict[str, list[dict]], output_dir: str | Path, *, overwrite: bool = False, output_format: str = "disk"
-) -> None:
-    """Validate canonical rows (image paths as strings) and write them atomically.
-
-    `disk` saves a `DatasetDict` with `save_to_disk` (images embedded: self-contained, larger); `jsonl` writes
-    `<split>.jsonl` files that keep absolute image paths (small; the images must stay where they are). Both load with
-    `alphadrive_trl.data.load_driving_dataset`. Shared by the row-producing converters (nuScenes, AlphaDrive JSON).
-    """
-    from datasets import Dataset, DatasetDict
-
-    from alphadrive_trl.data import DRIVING_FEATURES, DrivingDataError, validate_row
-    from data_prep.common import atomic_directory
-
-    if output_format not in OUTPUT_FORMATS:
-        raise ValueError(f"unknown output format {output_format!r}; choose from {', '.join(OUTPUT_FORMATS)}")
-    problems, seen = [], set()
-    for rows in splits.values():
-        for row in rows:
-            problems.extend(validate_row(row, check_images=False))
-            if row["sample_id"] in seen:
-                problems.append(f"sample_id={row['sample_id']} field=sample_id: duplicated")
-            seen.add(row["sample_id"])
-    if problems:
-        raise DrivingDataError(f"{len(problems)} problem(s) in the converted rows:\n" + "\n".join(problems[:20]))
-    with atomic_directory(output_dir, overwrite=overwrite) as tmp:
-        if output_format == "jsonl":
-            if any(not isinstance(image, str) for rows in splits.values() for row in rows for image in row["images"]):
-                raise ValueError("--format jsonl needs image paths; these records embed images: use --format disk")
-            for split, rows in splits.items():
-                with (tmp / f"{split}.jsonl").open("w", encoding="utf-8") as handle:
-                    for row in rows:
-                        handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-        else:
-            dataset = DatasetDict(
-                {split: Dataset.from_list(rows, features=DRIVING_FEATURES) for split, rows in splits.items()}
-            )
-            dataset.save_to_disk(str(tmp))
 
 
 # --- CLI --------------------------------------------------------------------------------------------------------

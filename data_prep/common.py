@@ -1,4 +1,5 @@
-"""Helpers every `data_prep` builder shares: atomic writes, resumable chunked generation, small CLI parsers.
+"""Helpers every `data_prep` builder shares: atomic writes, the validated row writer, resumable chunked generation,
+small CLI parsers.
 
 A builder writes its dataset in chunks under `<output>.partial/` (each chunk saved atomically, with a manifest of the
 build settings), so an interrupted job resumes where it stopped; the final `DatasetDict` is written to a temporary
@@ -25,7 +26,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from datasets import Dataset, concatenate_datasets, load_from_disk
+from datasets import Dataset, DatasetDict, concatenate_datasets, load_from_disk
+
+from alphadrive_trl.data import DRIVING_FEATURES, DrivingDataError, validate_row
 
 MANIFEST_NAME = "manifest.json"
 
@@ -75,6 +78,45 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """`atomic_write_bytes` for UTF-8 text."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+OUTPUT_FORMATS: tuple[str, ...] = ("disk", "jsonl")
+
+
+def write_driving_rows(
+    splits: dict[str, list[dict]], output_dir: str | Path, *, overwrite: bool = False, output_format: str = "disk"
+) -> None:
+    """Validate canonical rows (image paths as strings) and write them atomically.
+
+    `disk` saves a `DatasetDict` with `save_to_disk` (images embedded: self-contained, larger); `jsonl` writes
+    `<split>.jsonl` files that keep absolute image paths (small; the images must stay where they are). Both load with
+    `alphadrive_trl.data.load_driving_dataset`. Used by the converters that hold all their rows in memory (nuScenes,
+    AlphaDrive JSON); the generators that build in resumable chunks write through `ChunkStore` + `atomic_directory`.
+    """
+    if output_format not in OUTPUT_FORMATS:
+        raise ValueError(f"unknown output format {output_format!r}; choose from {', '.join(OUTPUT_FORMATS)}")
+    problems, seen = [], set()
+    for rows in splits.values():
+        for row in rows:
+            problems.extend(validate_row(row, check_images=False))
+            if row["sample_id"] in seen:
+                problems.append(f"sample_id={row['sample_id']} field=sample_id: duplicated")
+            seen.add(row["sample_id"])
+    if problems:
+        raise DrivingDataError(f"{len(problems)} problem(s) in the converted rows:\n" + "\n".join(problems[:20]))
+    with atomic_directory(output_dir, overwrite=overwrite) as tmp:
+        if output_format == "jsonl":
+            if any(not isinstance(image, str) for rows in splits.values() for row in rows for image in row["images"]):
+                raise ValueError("--format jsonl needs image paths; these records embed images: use --format disk")
+            for split, rows in splits.items():
+                with (tmp / f"{split}.jsonl").open("w", encoding="utf-8") as handle:
+                    for row in rows:
+                        handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        else:
+            dataset = DatasetDict(
+                {split: Dataset.from_list(rows, features=DRIVING_FEATURES) for split, rows in splits.items()}
+            )
+            dataset.save_to_disk(str(tmp))
 
 
 class ChunkStore:

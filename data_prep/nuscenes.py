@@ -43,7 +43,7 @@ from alphadrive_trl.labelling import (
     wrap_angle,
     yaw_from_quaternion,
 )
-from data_prep.alphadrive_json import OUTPUT_FORMATS, write_driving_rows
+from data_prep.common import OUTPUT_FORMATS, write_driving_rows
 
 logger = logging.getLogger(__name__)
 
