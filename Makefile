@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 EXTRAS ?= dev,sim
 
 DATA_DIR ?= data/synthetic
-DEMO_SAMPLES ?= 1200
+DEMO_SAMPLES ?= 3000
 TINY_ARCH ?= qwen2_5_vl
 TINY_MODEL ?= outputs/tiny-$(TINY_ARCH)-init
 SFT_RECIPE ?= recipes/tiny-qwen2.5-vl/sft/config_demo.yaml
@@ -22,16 +22,24 @@ OUTPUT_DIR ?=
 SFT_OUTPUT ?= outputs/demo-sft
 GRPO_OUTPUT ?= outputs/demo-grpo
 EVAL_DIR ?= outputs/demo-eval
+EVAL_SAMPLES ?= 200
+EVAL_K ?= 4
+EVAL_FLAGS = --dataset $(DATA_DIR) --split test --max-samples $(EVAL_SAMPLES) --num-samples $(EVAL_K) --batch-size 32 --max-new-tokens 128
 ARGS ?=
 
 # `make sft RECIPE=...` overrides the demo recipe; OUTPUT_DIR overrides the recipe's output_dir.
 SFT_CONFIG := $(if $(RECIPE),$(RECIPE),$(SFT_RECIPE))
 GRPO_CONFIG := $(if $(RECIPE),$(RECIPE),$(GRPO_RECIPE))
 OUT_FLAG := $(if $(OUTPUT_DIR),--output_dir $(OUTPUT_DIR),)
+# The demo recipes read data/synthetic and outputs/tiny-...-init; DATA_DIR/TINY_MODEL redirect them (not real recipes).
+DEMO_FLAGS := $(if $(RECIPE),,--dataset_name $(DATA_DIR))
 # With ACCELERATE_CONFIG (e.g. recipes/accelerate_configs/zero2.yaml) training goes through `accelerate launch`.
 LAUNCH = $(if $(ACCELERATE_CONFIG),$(BIN)/accelerate launch --config_file $(ACCELERATE_CONFIG) --num_processes $(NUM_PROCESSES) -m,$(PY) -m)
 
 export HF_HUB_OFFLINE ?= 1
+# One OpenMP thread per process: on these small CPU runs two threads were measured 13-16x *slower* (thread
+# contention), and multi-process launches (torchrun/accelerate) use one per process anyway. Override freely.
+export OMP_NUM_THREADS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export PYTHONWARNINGS ?= ignore
 
@@ -74,21 +82,21 @@ tiny-model: install ## Build the tiny random Qwen-VL model the demo trains (TINY
 
 sft: install ## SFT warm-up (RECIPE, ACCELERATE_CONFIG, NUM_PROCESSES, OUTPUT_DIR)
 	$(if $(RECIPE),,@$(MAKE) --no-print-directory data-if-missing tiny-model)
-	$(LAUNCH) alphadrive_trl.sft --config $(SFT_CONFIG) $(OUT_FLAG) $(ARGS)
+	$(LAUNCH) alphadrive_trl.sft --config $(SFT_CONFIG) $(DEMO_FLAGS) $(if $(RECIPE),,--model_name_or_path $(TINY_MODEL)) $(OUT_FLAG) $(ARGS)
 
 grpo: install ## GRPO from the SFT checkpoint (RECIPE, ACCELERATE_CONFIG, NUM_PROCESSES, OUTPUT_DIR)
 	$(if $(RECIPE),,@$(MAKE) --no-print-directory data-if-missing)
-	$(LAUNCH) alphadrive_trl.grpo --config $(GRPO_CONFIG) $(OUT_FLAG) $(ARGS)
+	$(LAUNCH) alphadrive_trl.grpo --config $(GRPO_CONFIG) $(DEMO_FLAGS) $(OUT_FLAG) $(ARGS)
 
 pipeline: install ## SFT on 20% of the data, then GRPO on the rest from the SFT output (SFT_RECIPE, GRPO_RECIPE)
 	@$(MAKE) --no-print-directory data-if-missing tiny-model
-	$(LAUNCH) alphadrive_trl.sft --config $(SFT_RECIPE) --stage sft --output_dir $(SFT_OUTPUT) $(ARGS)
-	$(LAUNCH) alphadrive_trl.grpo --config $(GRPO_RECIPE) --stage grpo --model_name_or_path $(SFT_OUTPUT) --output_dir $(GRPO_OUTPUT) $(ARGS)
+	$(LAUNCH) alphadrive_trl.sft --config $(SFT_RECIPE) --stage sft --dataset_name $(DATA_DIR) --model_name_or_path $(TINY_MODEL) --output_dir $(SFT_OUTPUT) $(ARGS)
+	$(LAUNCH) alphadrive_trl.grpo --config $(GRPO_RECIPE) --stage grpo --dataset_name $(DATA_DIR) --model_name_or_path $(SFT_OUTPUT) --output_dir $(GRPO_OUTPUT) $(ARGS)
 
 eval: install ## Evaluate the demo checkpoints on the synthetic test split and compare them
-	$(BIN)/alphadrive-eval generate --model $(SFT_OUTPUT) --dataset $(DATA_DIR) --split test --output $(EVAL_DIR)/sft/predictions.jsonl --num-samples 4
+	$(BIN)/alphadrive-eval generate --model $(SFT_OUTPUT) $(EVAL_FLAGS) --output $(EVAL_DIR)/sft/predictions.jsonl
 	$(BIN)/alphadrive-eval score --predictions $(EVAL_DIR)/sft/predictions.jsonl --output-dir $(EVAL_DIR)/sft
-	$(BIN)/alphadrive-eval generate --model $(GRPO_OUTPUT) --dataset $(DATA_DIR) --split test --output $(EVAL_DIR)/grpo/predictions.jsonl --num-samples 4
+	$(BIN)/alphadrive-eval generate --model $(GRPO_OUTPUT) $(EVAL_FLAGS) --output $(EVAL_DIR)/grpo/predictions.jsonl
 	$(BIN)/alphadrive-eval score --predictions $(EVAL_DIR)/grpo/predictions.jsonl --output-dir $(EVAL_DIR)/grpo
 	$(BIN)/alphadrive-eval compare $(EVAL_DIR)/sft $(EVAL_DIR)/grpo --names SFT SFT+GRPO
 

@@ -19,6 +19,9 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One OpenMP thread: on these 2-core machines two threads made tiny-model training 13-16x slower (contention), and
+# subprocesses launched by tests inherit the variable.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(scope="session")
