@@ -145,10 +145,20 @@ class DrivingGRPOConfig(GRPOConfig):
         default=2.0,
         metadata={"help": "Metres of ADE at which `trajectory_accuracy` falls to 1/e (trajectory mode only)."},
     )
+    trajectory_labeller: str = field(
+        default="heading",
+        metadata={
+            "help": "Labeller that turns predicted waypoints into meta-actions for the trajectory rewards: `heading` "
+            "(what the synthetic and highway-env data use) or `senna` (match data labelled with `--labeller senna`, "
+            "e.g. nuScenes converted that way)."
+        },
+    )
 
     def __post_init__(self):
         if self.diversity_mode not in ("paper", "release", "none"):
             raise ValueError(f"`diversity_mode` must be 'paper', 'release' or 'none', got {self.diversity_mode!r}.")
+        if self.trajectory_labeller not in ("heading", "senna"):
+            raise ValueError(f"`trajectory_labeller` must be 'heading' or 'senna', got {self.trajectory_labeller!r}.")
         if isinstance(self.reward_funcs, str):
             self.reward_funcs = [name.strip() for name in self.reward_funcs.split(",") if name.strip()]
         for name in ("speed_action_weights", "path_action_weights"):
@@ -169,6 +179,7 @@ class DrivingGRPOConfig(GRPOConfig):
             "speed_weights": self.speed_action_weights,
             "path_weights": self.path_action_weights,
             "trajectory_scale": self.trajectory_scale,
+            "trajectory_labeller": self.trajectory_labeller,
         }
 
 
