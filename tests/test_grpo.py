@@ -167,7 +167,8 @@ def test_trainer_needs_a_reward_source(tmp_path):
 
 
 def grpo_argv(model_dir: str, dataset_dir: str, output_dir: Path, *extra: str) -> list[str]:
-    """The demo recipe shrunk to a few cheap steps: 1 prompt x 4 generations per step, 8 new tokens."""
+    """The demo recipe shrunk to a few cheap steps: 1 prompt x 4 generations per step, 8 new tokens, and a learning
+    rate large enough that one step visibly moves a tiny model (the demo's 1e-5 leaves the KL at 0.0 after a step)."""
     return [
         "--config", str(DEMO_RECIPE),
         "--model_name_or_path", model_dir,
@@ -177,6 +178,7 @@ def grpo_argv(model_dir: str, dataset_dir: str, output_dir: Path, *extra: str) -
         "--num_generations", "4",
         "--max_completion_length", "8",
         "--max_steps", "2",
+        "--learning_rate", "1e-4",
         "--logging_steps", "1",
         "--save_strategy", "no",
         "--disable_tqdm", "true",
