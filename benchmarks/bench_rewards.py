@@ -148,7 +148,7 @@ def run(num_completions: int = 100_000, group_size: int = 8, repeats: int = 3) -
         "ratio": round(baseline_s / ours_s, 2),
         "ours_per_s": round(num_completions / ours_s),
         "baseline_per_s": round(num_completions / baseline_s),
-        "note": f"{num_completions} completions x {'+'.join(REWARD_NAMES)}, groups of {group_size}; ratio = speed-up",
+        "note": f"{num_completions} completions x {'+'.join(REWARD_NAMES)}, groups of {group_size}; `ratio` in run() = speed-up",
     }
 
 

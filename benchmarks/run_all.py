@@ -34,6 +34,26 @@ def _format_value(value) -> str:
     return str(value)
 
 
+def render_table(host: str, results: list[dict]) -> str:
+    # One convention for every row: time ratio ours/baseline (< 1 is faster) and its inverse, the speed-up.
+    header = "| benchmark | ours (s) | baseline (s) | time ratio ours/baseline | speed-up | note | wall s |"
+    lines = [f"Host: {host}", "", header, "|---|---|---|---|---|---|---|"]
+    for r in results:
+        ours, base = r.get("ours_s"), r.get("baseline_s")
+        timed = isinstance(ours, (int, float)) and isinstance(base, (int, float)) and ours > 0 and base > 0
+        ratio = ours / base if timed else ""
+        speedup = base / ours if timed else ""
+        note = r.get("note", r.get("error", ""))
+        if "scenes_per_s" in r:
+            note = f"{r['scenes_per_s']:.0f} scenes/s; {note}"
+        lines.append(
+            f"| {r['name']} | {_format_value(ours if ours is not None else '')} | "
+            f"{_format_value(base if base is not None else '')} | {_format_value(ratio)} | {_format_value(speedup)} "
+            f"| {note} | {r['wall_s']} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", default=None, help="Comma-separated benchmark names (file stems without bench_).")
@@ -61,17 +81,10 @@ def main(argv: list[str] | None = None) -> int:
         result["wall_s"] = round(time.perf_counter() - start, 1)
         results.append(result)
 
-    host = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
-    header = "| benchmark | ours | baseline | ratio (ours/baseline) | note | wall s |"
-    lines = [f"Host: {host}", "", header, "|---|---|---|---|---|---|"]
-    for r in results:
-        ours = r.get("ours_s", r.get("scenes_per_s", r.get("ours", "")))
-        base = r.get("baseline_s", r.get("baseline", ""))
-        lines.append(
-            f"| {r['name']} | {_format_value(ours)} | {_format_value(base)} | {_format_value(r.get('ratio', ''))} "
-            f"| {r.get('note', r.get('error', ''))} | {r['wall_s']} |"
-        )
-    table = "\n".join(lines)
+    host = (
+        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    )
+    table = render_table(host, results)
     print("\n" + table)
 
     out = Path(args.output_dir)

@@ -102,9 +102,7 @@ class DrivingSFTConfig(SFTConfig):
     eval_generation_samples: int = field(
         default=64, metadata={"help": "How many eval rows the generation metrics use (greedy decoding)."}
     )
-    eval_max_new_tokens: int = field(
-        default=128, metadata={"help": "Generation length for the driving eval metrics."}
-    )
+    eval_max_new_tokens: int = field(default=128, metadata={"help": "Generation length for the driving eval metrics."})
 
 
 @dataclass
