@@ -201,7 +201,9 @@ class Study:
         def train_wall(name: str) -> str:
             walls = []
             for seed in metrics[name]:
-                parts = [f"seed{seed}-{name}"] + ([f"seed{seed}-sft20"] if name.startswith(("sft20_", "ablation")) else [])
+                parts = [f"seed{seed}-{name}"] + (
+                    [f"seed{seed}-sft20"] if name.startswith(("sft20_", "ablation")) else []
+                )
                 walls.append(sum(timings.get(p, 0.0) for p in parts))
             return f"{statistics.fmean(walls):.0f}" if walls else "–"
 
@@ -232,9 +234,11 @@ class Study:
                 return "n/a"
             if len(values) == 1:
                 return f"{values[0]:+.1f}"
-            return f"{statistics.fmean(values):+.1f} ± {statistics.stdev(values):.1f} (per seed: " + ", ".join(
-                f"{v:+.1f}" for v in values
-            ) + ")"
+            return (
+                f"{statistics.fmean(values):+.1f} ± {statistics.stdev(values):.1f} (per seed: "
+                + ", ".join(f"{v:+.1f}" for v in values)
+                + ")"
+            )
 
         # Per-class F1 plot (mean over seeds).
         classes = list(next(iter(next(iter(metrics.values())).values()))["per_class_f1"])
@@ -297,7 +301,9 @@ The exact commands are in `reproduce_commands.sh`.
         (self.results / "reproduce.json").write_text(
             json.dumps({"args": vars(a), "metrics": metrics, "timings": timings}, indent=2, default=str)
         )
-        (self.results / "reproduce_commands.sh").write_text("#!/usr/bin/env bash\nset -e\n" + "\n".join(self.commands) + "\n")
+        (self.results / "reproduce_commands.sh").write_text(
+            "#!/usr/bin/env bash\nset -e\n" + "\n".join(self.commands) + "\n"
+        )
         print(summary)
 
 
