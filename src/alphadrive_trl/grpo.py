@@ -41,18 +41,16 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-import datasets
 import torch
-import transformers
 from transformers import AutoProcessor, TrainerCallback, set_seed
-from transformers.trainer_utils import get_last_checkpoint
 from trl import GRPOTrainer, ModelConfig, TrlParser, get_peft_config
 from trl.trainer.utils import nanstd
 
 from .actions import ALL_PLANS, completion_to_text, parse_answer_strict
 from .checkpointing import QwenVLCheckpointMixin
-from .configs import DrivingGRPOConfig, DrivingScriptArguments, save_driving_config
+from .configs import DrivingGRPOConfig, DrivingScriptArguments
 from .data import apply_image_budget, load_driving_dataset, split_for_stages
+from .entrypoint import last_checkpoint, setup_logging, train_and_save
 from .prompts import to_grpo_example
 from .rewards import REWARD_REGISTRY, format_reward, get_reward_funcs
 from .sft import SaveDrivingConfigCallback, load_model
@@ -259,20 +257,6 @@ def load_grpo_datasets(script_args: DrivingScriptArguments, training_args: Drivi
     return to_conversations(train), (to_conversations(evaluation) if evaluation is not None else None)
 
 
-def _setup_logging(training_args: DrivingGRPOConfig) -> None:
-    logging.basicConfig(
-        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
-        datefmt="%Y-%m-%d %H:%M:%S",
-        handlers=[logging.StreamHandler(sys.stdout)],
-    )
-    log_level = training_args.get_process_log_level()
-    logger.setLevel(log_level)
-    datasets.utils.logging.set_verbosity(log_level)
-    transformers.utils.logging.set_verbosity(log_level)
-    transformers.utils.logging.enable_default_handler()
-    transformers.utils.logging.enable_explicit_format()
-
-
 def train_grpo(
     script_args: DrivingScriptArguments,
     training_args: DrivingGRPOConfig,
@@ -282,7 +266,7 @@ def train_grpo(
     """Run GRPO as configured by the three argument dataclasses (what `main` does after parsing), with optional extra
     trainer callbacks. Returns the trainer; its `state.log_history` holds every logged reward and driving metric."""
     set_seed(training_args.seed)
-    _setup_logging(training_args)
+    setup_logging(training_args, logger)
     logger.info(f"Model parameters {model_args}")
     logger.info(f"Script parameters {script_args}")
 
@@ -294,11 +278,7 @@ def train_grpo(
             f"({', '.join(training_args.reward_funcs)}); give one weight per reward, in the same order."
         )
 
-    last_checkpoint = None
-    if os.path.isdir(training_args.output_dir):
-        last_checkpoint = get_last_checkpoint(training_args.output_dir)
-    if last_checkpoint is not None and training_args.resume_from_checkpoint is None:
-        logger.info(f"Checkpoint detected, resuming training at {last_checkpoint}.")
+    checkpoint = last_checkpoint(training_args, logger)
 
     train_dataset, eval_dataset = load_grpo_datasets(script_args, training_args)
 
@@ -325,27 +305,7 @@ def train_grpo(
         callbacks=[SaveDrivingConfigCallback(script_args), *(callbacks or [])],
     )
 
-    logger.info("*** Train ***")
-    checkpoint = training_args.resume_from_checkpoint or last_checkpoint
-    train_result = trainer.train(resume_from_checkpoint=checkpoint)
-    metrics = train_result.metrics
-    metrics["train_samples"] = len(train_dataset)
-    trainer.log_metrics("train", metrics)
-    trainer.save_metrics("train", metrics)
-    trainer.save_state()
-
-    logger.info("*** Save model ***")
-    trainer.save_model(training_args.output_dir)  # the Trainer saves the processor with the weights
-    if trainer.accelerator.is_main_process:
-        save_driving_config(training_args.output_dir, script_args)
-        trainer.create_model_card(
-            dataset_name=script_args.dataset_name, tags=["alphadrive", "driving", "grpo", "vision-language"]
-        )
-    logger.info(f"Model, processor and driving config saved to {training_args.output_dir}")
-
-    if training_args.push_to_hub:
-        logger.info("Pushing to hub...")
-        trainer.push_to_hub(dataset_name=script_args.dataset_name, tags=["alphadrive", "driving", "grpo"])
+    train_and_save(trainer, script_args, training_args, checkpoint, "grpo", logger)
     return trainer
 
 

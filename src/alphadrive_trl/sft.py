@@ -31,16 +31,13 @@ from __future__ import annotations
 import logging
 import math
 import os
-import sys
 from typing import Any
 
-import datasets
 import torch
-import transformers
 from accelerate import PartialState
 from datasets import Dataset
 from transformers import AutoModelForImageTextToText, AutoProcessor, TrainerCallback, set_seed
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import ModelConfig, SFTTrainer, TrlParser, get_peft_config, get_quantization_config
 from trl.data_utils import prepare_multimodal_messages
 from trl.models import unwrap_model_for_generation
@@ -50,6 +47,7 @@ from .checkpointing import QwenVLCheckpointMixin
 from .collator import MultiImageCollator
 from .configs import DrivingScriptArguments, DrivingSFTConfig, save_driving_config
 from .data import apply_image_budget, load_driving_dataset, split_for_stages
+from .entrypoint import last_checkpoint, setup_logging, train_and_save
 from .prompts import to_sft_example
 
 logger = logging.getLogger(__name__)
@@ -296,20 +294,6 @@ def load_model(model_args: ModelConfig, training_args: DrivingSFTConfig):
     return AutoModelForImageTextToText.from_pretrained(model_args.model_name_or_path, **model_kwargs)
 
 
-def _setup_logging(training_args: DrivingSFTConfig) -> None:
-    logging.basicConfig(
-        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
-        datefmt="%Y-%m-%d %H:%M:%S",
-        handlers=[logging.StreamHandler(sys.stdout)],
-    )
-    log_level = training_args.get_process_log_level()
-    logger.setLevel(log_level)
-    datasets.utils.logging.set_verbosity(log_level)
-    transformers.utils.logging.set_verbosity(log_level)
-    transformers.utils.logging.enable_default_handler()
-    transformers.utils.logging.enable_explicit_format()
-
-
 def train_sft(
     script_args: DrivingScriptArguments,
     training_args: DrivingSFTConfig,
@@ -319,15 +303,11 @@ def train_sft(
     """Run the SFT warm-up as configured by the three argument dataclasses (what `main` does after parsing), with
     optional extra trainer callbacks. Returns the trainer."""
     set_seed(training_args.seed)
-    _setup_logging(training_args)
+    setup_logging(training_args, logger)
     logger.info(f"Model parameters {model_args}")
     logger.info(f"Script parameters {script_args}")
 
-    last_checkpoint = None
-    if os.path.isdir(training_args.output_dir):
-        last_checkpoint = get_last_checkpoint(training_args.output_dir)
-    if last_checkpoint is not None and training_args.resume_from_checkpoint is None:
-        logger.info(f"Checkpoint detected, resuming training at {last_checkpoint}.")
+    checkpoint = last_checkpoint(training_args, logger)
 
     train_dataset, eval_dataset = load_sft_datasets(script_args, training_args)
 
@@ -349,27 +329,7 @@ def train_sft(
         callbacks=[SaveDrivingConfigCallback(script_args), *(callbacks or [])],
     )
 
-    logger.info("*** Train ***")
-    checkpoint = training_args.resume_from_checkpoint or last_checkpoint
-    train_result = trainer.train(resume_from_checkpoint=checkpoint)
-    metrics = train_result.metrics
-    metrics["train_samples"] = len(train_dataset)
-    trainer.log_metrics("train", metrics)
-    trainer.save_metrics("train", metrics)
-    trainer.save_state()
-
-    logger.info("*** Save model ***")
-    trainer.save_model(training_args.output_dir)  # the Trainer saves the processor with the weights
-    if trainer.accelerator.is_main_process:
-        save_driving_config(training_args.output_dir, script_args)
-        trainer.create_model_card(
-            dataset_name=script_args.dataset_name, tags=["alphadrive", "driving", "sft", "vision-language"]
-        )
-    logger.info(f"Model, processor and driving config saved to {training_args.output_dir}")
-
-    if training_args.push_to_hub:
-        logger.info("Pushing to hub...")
-        trainer.push_to_hub(dataset_name=script_args.dataset_name, tags=["alphadrive", "driving", "sft"])
+    train_and_save(trainer, script_args, training_args, checkpoint, "sft", logger)
     return trainer
 
 
