@@ -84,7 +84,8 @@ class Study:
     # -- running -------------------------------------------------------------------------------------------------
     def run(self, name: str, cmd: list[str], done_marker: Path) -> None:
         """Run a command unless its output exists; log to <work>/logs/<name>.log and record its wall time."""
-        self.commands.append(shlex.join(cmd))
+        # Recorded with a plain `python` (not this venv's absolute path) so the commands file runs anywhere.
+        self.commands.append(shlex.join(["python", *cmd[1:]] if cmd[0] == PY else cmd))
         if done_marker.exists():
             print(f"[skip] {name}: {done_marker} exists", flush=True)
             return
