@@ -330,3 +330,30 @@ def test_two_process_gloo_run(tiny_model_dir, tiny_dataset_dir, tmp_path):
     # Each step consumes one prompt group per rank: 2 of the 38 GRPO rows (48 train rows, 20 % held by SFT).
     assert logs[1]["epoch"] == pytest.approx(2 / 38)
     assert all(name in logs[1] for name in DRIVING_METRICS) and "rewards/format/mean" in logs[1]
+
+
+class WhitespaceTokenizer:
+    """One token per whitespace-separated word: lengths that can be counted by hand."""
+
+    def __call__(self, text: str) -> dict:
+        return {"input_ids": text.split()}
+
+
+def test_completion_budget_warns_when_reference_answers_would_be_cut(caplog):
+    from datasets import Dataset
+
+    from conftest import make_driving_rows
+
+    rows = [{key: value for key, value in row.items() if key != "images"} for row in make_driving_rows(4)]
+    rows[0]["reasoning"] = None  # answer only: "<answer> S, P </answer>" = 4 words
+    # "<think> The light is red at 5.3 m/s. </think> <answer> STOP, STRAIGHT </answer>": 13 words
+    dataset = Dataset.from_list(rows)
+    with caplog.at_level("WARNING", logger="alphadrive_trl.grpo"):
+        assert grpo.check_completion_budget(dataset, WhitespaceTokenizer(), 13) == 0.0
+        assert not caplog.records
+        assert grpo.check_completion_budget(dataset, WhitespaceTokenizer(), 12) == 0.75
+    message = caplog.records[-1].getMessage()
+    assert "75% of the reference completions (4 rows sampled)" in message
+    assert "max_completion_length=12" in message and "max 13" in message and "at least 13" in message
+    # Rows the template cannot render (no trajectory in trajectory mode) are skipped, not fatal.
+    assert grpo.check_completion_budget(dataset, WhitespaceTokenizer(), 4, template="trajectory") == 0.0

@@ -49,9 +49,9 @@ from trl.trainer.utils import nanstd
 from .actions import ALL_PLANS, completion_to_text, parse_answer_strict
 from .checkpointing import QwenVLCheckpointMixin
 from .configs import DrivingGRPOConfig, DrivingScriptArguments
-from .data import apply_image_budget, load_driving_dataset, split_for_stages
+from .data import DrivingDataError, apply_image_budget, load_driving_dataset, split_for_stages
 from .entrypoint import last_checkpoint, setup_logging, train_and_save
-from .prompts import to_grpo_example
+from .prompts import completion_text, to_grpo_example
 from .rewards import REWARD_REGISTRY, format_reward, get_reward_funcs
 from .sft import SaveDrivingConfigCallback, load_model
 
@@ -214,6 +214,38 @@ class DrivingGRPOTrainer(QwenVLCheckpointMixin, GRPOTrainer):
         return rewards_per_func
 
 
+def check_completion_budget(
+    rows, tokenizer, max_completion_length: int, template: str = "default", max_rows: int = 256
+) -> float:
+    """Share of the dataset's reference completions (the SFT targets: reasoning + answer) longer than
+    `max_completion_length` tokens; warns when it is over 5 %.
+
+    GRPO cuts a completion at `max_completion_length`: a model that learned to reason as long as its SFT targets then
+    never reaches `<answer>`, every sample in a group scores 0 and the group teaches nothing. That failure is silent
+    in TRL (only `completions/clipped_ratio` rises), so it is checked before training. Rows without reasoning
+    (answer-only data) are measured too: their completions are just short.
+    """
+    lengths = []
+    for row in rows.select(range(min(max_rows, len(rows)))):
+        try:
+            lengths.append(len(tokenizer(completion_text(row, template))["input_ids"]))
+        except DrivingDataError:  # e.g. no expert trajectory: nothing to measure, the rewards handle the row
+            continue
+    if not lengths:
+        return 0.0
+    lengths.sort()
+    over = sum(length > max_completion_length for length in lengths) / len(lengths)
+    if over > 0.05:
+        p95 = lengths[min(len(lengths) - 1, int(0.95 * len(lengths)))]
+        logger.warning(
+            f"{over:.0%} of the reference completions ({len(lengths)} rows sampled) are longer than "
+            f"max_completion_length={max_completion_length} tokens (median {lengths[len(lengths) // 2]}, "
+            f"95th percentile {p95}, max {lengths[-1]}). GRPO truncates those before the answer, so they score 0 and "
+            f"their groups carry no signal. Set max_completion_length to at least {p95}."
+        )
+    return over
+
+
 def load_grpo_datasets(script_args: DrivingScriptArguments, training_args: DrivingGRPOConfig):
     """The train (and, when evaluating, eval) datasets in TRL's conversational GRPO form.
 
@@ -289,6 +321,9 @@ def train_grpo(
         padding_side="left",  # generation appends on the right
     )
     apply_image_budget(processor, min_pixels=script_args.min_pixels, max_pixels=script_args.max_pixels)
+    check_completion_budget(
+        train_dataset, getattr(processor, "tokenizer", processor), training_args.max_completion_length, script_args.prompt_template
+    )
 
     # Loaded like the SFT stage does (dtype, attention, 4-bit placement for QLoRA); TRL builds the KL reference from
     # the same path when beta > 0 without LoRA, and disables the adapter for it with LoRA.
