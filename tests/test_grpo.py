@@ -340,9 +340,8 @@ class WhitespaceTokenizer:
 
 
 def test_completion_budget_warns_when_reference_answers_would_be_cut(caplog):
-    from datasets import Dataset
-
     from conftest import make_driving_rows
+    from datasets import Dataset
 
     rows = [{key: value for key, value in row.items() if key != "images"} for row in make_driving_rows(4)]
     rows[0]["reasoning"] = None  # answer only: "<answer> S, P </answer>" = 4 words

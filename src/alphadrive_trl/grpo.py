@@ -322,7 +322,10 @@ def train_grpo(
     )
     apply_image_budget(processor, min_pixels=script_args.min_pixels, max_pixels=script_args.max_pixels)
     check_completion_budget(
-        train_dataset, getattr(processor, "tokenizer", processor), training_args.max_completion_length, script_args.prompt_template
+        train_dataset,
+        getattr(processor, "tokenizer", processor),
+        training_args.max_completion_length,
+        script_args.prompt_template,
     )
 
     # Loaded like the SFT stage does (dtype, attention, 4-bit placement for QLoRA); TRL builds the KL reference from
