@@ -30,7 +30,11 @@ import shlex
 import statistics
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,6 +76,28 @@ SAMPLED = [
 ]
 
 
+def run_task_graph(tasks: dict[str, tuple[list[str], Callable[[], object]]], jobs: int) -> None:
+    """Run `{key: (dependencies, fn)}` on `jobs` threads, each task once all its dependencies have finished, in the
+    order given otherwise. Each task runs one training or evaluation process (OMP_NUM_THREADS=1), so `jobs` is the
+    number of cores used. The first failure stops the study (running tasks finish; nothing new starts)."""
+    done: set[str] = set()
+    running: dict[str, Future] = {}
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        while len(done) < len(tasks):
+            for key, (deps, fn) in tasks.items():
+                if len(running) >= jobs:
+                    break
+                if key not in done and key not in running and all(dep in done for dep in deps):
+                    running[key] = pool.submit(fn)
+            if not running:
+                missing = {key: deps for key, (deps, _) in tasks.items() if key not in done}
+                raise RuntimeError(f"Unsatisfiable task dependencies: {missing}")
+            finished, _ = wait(running.values(), return_when=FIRST_COMPLETED)
+            for key in [key for key, future in running.items() if future in finished]:
+                running.pop(key).result()  # re-raises the task's failure
+                done.add(key)
+
+
 class Study:
     def __init__(self, args: argparse.Namespace):
         self.args = args
@@ -80,12 +106,14 @@ class Study:
         self.data = self.work / "data"
         self.commands: list[str] = []
         self.wall: dict[str, float] = {}
+        self.lock = threading.Lock()  # parallel tasks share timings.json and the command list
 
     # -- running -------------------------------------------------------------------------------------------------
     def run(self, name: str, cmd: list[str], done_marker: Path) -> None:
         """Run a command unless its output exists; log to <work>/logs/<name>.log and record its wall time."""
         # Recorded with a plain `python` (not this venv's absolute path) so the commands file runs anywhere.
-        self.commands.append(shlex.join(["python", *cmd[1:]] if cmd[0] == PY else cmd))
+        with self.lock:
+            self.commands.append(shlex.join(["python", *cmd[1:]] if cmd[0] == PY else cmd))
         if done_marker.exists():
             print(f"[skip] {name}: {done_marker} exists", flush=True)
             return
@@ -98,11 +126,12 @@ class Study:
         with open(log_path, "w") as log:
             proc = subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
         elapsed = time.perf_counter() - start
-        self.wall[name] = elapsed
-        timing = self.work / "timings.json"
-        saved = json.loads(timing.read_text()) if timing.exists() else {}
-        saved[name] = round(elapsed, 1)
-        timing.write_text(json.dumps(saved, indent=2))
+        with self.lock:
+            self.wall[name] = elapsed
+            timing = self.work / "timings.json"
+            saved = json.loads(timing.read_text()) if timing.exists() else {}
+            saved[name] = round(elapsed, 1)
+            timing.write_text(json.dumps(saved, indent=2))
         if proc.returncode != 0:
             tail = "".join(open(log_path).readlines()[-30:])
             raise SystemExit(f"{name} failed (exit {proc.returncode}); last lines of {log_path}:\n{tail}")
@@ -127,15 +156,18 @@ class Study:
         self.run(f"seed{seed}-init", cmd, out / "config.json")
         return out
 
+    def model_dir(self, name: str, seed: int) -> Path:
+        return self.work / f"seed{seed}" / name
+
     def sft(self, name: str, seed: int, model: Path, extra: list[str]) -> Path:
-        out = self.work / f"seed{seed}" / name
+        out = self.model_dir(name, seed)
         cmd = [PY, "-m", "alphadrive_trl.sft", "--config", SFT_RECIPE, "--model_name_or_path", str(model),
                "--dataset_name", str(self.data), "--output_dir", str(out), "--seed", str(seed), *extra]  # fmt: skip
         self.run(f"seed{seed}-{name}", cmd, out / "alphadrive_config.json")
         return out
 
     def grpo(self, name: str, seed: int, model: Path, extra: list[str]) -> Path:
-        out = self.work / f"seed{seed}" / name
+        out = self.model_dir(name, seed)
         cmd = [PY, "-m", "alphadrive_trl.grpo", "--config", GRPO_RECIPE, "--model_name_or_path", str(model),
                "--dataset_name", str(self.data), "--output_dir", str(out), "--seed", str(seed),
                "--max_steps", str(self.args.grpo_steps), *extra]  # fmt: skip
@@ -158,23 +190,31 @@ class Study:
 
     # -- the study -----------------------------------------------------------------------------------------------
     def execute(self) -> dict:
+        """Build the task graph (train, then evaluate, every setting and seed) and run it on `--jobs` workers."""
         a = self.args
         self.results.mkdir(parents=True, exist_ok=True)
         self.build_data()
+        tasks: dict[str, tuple[list[str], Callable[[], Path]]] = {}
         runs: dict[str, dict[int, Path]] = {}
-        for seed in a.seeds:
+        warm_up = ["--stage", "sft", "--num_train_epochs", str(a.sft20_epochs)]
+        for seed in a.seeds:  # model inits take seconds: done up front so that every chain can start at once
             init = self.init_model(seed)
-            sft_all = self.sft("sft_all", seed, init, ["--num_train_epochs", str(a.sft_epochs)])
-            sft20 = self.sft("sft20", seed, init, ["--stage", "sft", "--num_train_epochs", str(a.sft20_epochs)])
-            sft20_grpo = self.grpo("sft20_grpo", seed, sft20, ["--stage", "grpo"])
-            settings = {"sft_all": sft_all, "sft20": sft20, "sft20_grpo": sft20_grpo}
+            sft_all, sft20 = self.model_dir("sft_all", seed), self.model_dir("sft20", seed)
+            tasks[f"{seed}/sft_all"] = ([], partial(self.sft, "sft_all", seed, init, ["--num_train_epochs", str(a.sft_epochs)]))  # fmt: skip
+            tasks[f"{seed}/sft20"] = ([], partial(self.sft, "sft20", seed, init, warm_up))
+            tasks[f"{seed}/sft20_grpo"] = ([f"{seed}/sft20"], partial(self.grpo, "sft20_grpo", seed, sft20, ["--stage", "grpo"]))  # fmt: skip
+            if not a.skip_sft_all_grpo:
+                tasks[f"{seed}/sft_all_grpo"] = ([f"{seed}/sft_all"], partial(self.grpo, "sft_all_grpo", seed, sft_all, []))  # fmt: skip
             if seed == a.seeds[0] and not a.skip_grpo_only:  # one seed: it is the paper's weakest setting
-                settings["grpo_only"] = self.grpo("grpo_only", seed, init, [])
+                tasks[f"{seed}/grpo_only"] = ([], partial(self.grpo, "grpo_only", seed, init, []))
             if seed == a.seeds[0] and not a.skip_ablation:
-                for ablation, overrides in ABLATIONS.items():
-                    settings[ablation] = self.grpo(ablation, seed, sft20, ["--stage", "grpo", *overrides])
-            for name, model in settings.items():
-                runs.setdefault(name, {})[seed] = self.evaluate(name, seed, model)
+                for name, overrides in ABLATIONS.items():
+                    tasks[f"{seed}/{name}"] = ([f"{seed}/sft20"], partial(self.grpo, name, seed, sft20, ["--stage", "grpo", *overrides]))  # fmt: skip
+        for key in list(tasks):
+            seed, name = key.split("/")
+            runs.setdefault(name, {})[int(seed)] = self.model_dir(f"eval-{name}", int(seed))
+            tasks[f"{key}/eval"] = ([key], partial(self.evaluate, name, int(seed), self.model_dir(name, int(seed))))
+        run_task_graph(tasks, self.args.jobs)
         return runs
 
     # -- reporting -----------------------------------------------------------------------------------------------
@@ -202,13 +242,15 @@ class Study:
         def train_wall(name: str) -> str:
             walls = []
             for seed in metrics[name]:
-                parts = [f"seed{seed}-{name}"] + (
-                    [f"seed{seed}-sft20"] if name.startswith(("sft20_", "ablation")) else []
-                )
+                parts = [f"seed{seed}-{name}"]
+                if name.startswith(("sft20_", "ablation")):
+                    parts.append(f"seed{seed}-sft20")
+                elif name == "sft_all_grpo":
+                    parts.append(f"seed{seed}-sft_all")
                 walls.append(sum(timings.get(p, 0.0) for p in parts))
             return f"{statistics.fmean(walls):.0f}" if walls else "–"
 
-        order = [n for n in ["sft_all", "grpo_only", "sft20", "sft20_grpo"] if n in metrics]
+        order = [n for n in ["sft_all", "sft_all_grpo", "grpo_only", "sft20", "sft20_grpo"] if n in metrics]
         order += [n for n in metrics if n.startswith("ablation")]
         header = ["setting", "seeds"] + [label for _, label in HEADLINE + SAMPLED] + ["train wall s"]
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -218,17 +260,13 @@ class Study:
             lines.append("| " + " | ".join(row) + " |")
         table = "\n".join(lines)
 
-        # Paired difference SFT->GRPO minus SFT-all, per seed.
-        diffs = [
-            metrics["sft20_grpo"][s]["planning_accuracy"] - metrics["sft_all"][s]["planning_accuracy"]
-            for s in metrics.get("sft20_grpo", {})
-            if s in metrics.get("sft_all", {})
-        ]
-        cover = [
-            metrics["sft20_grpo"][s].get("feasible_coverage", 0) - metrics["sft_all"][s].get("feasible_coverage", 0)
-            for s in metrics.get("sft20_grpo", {})
-            if s in metrics.get("sft_all", {})
-        ]
+        def paired(setting: str, baseline: str, key: str) -> list[float]:
+            """`setting - baseline` per seed, for the seeds both have."""
+            return [
+                metrics[setting][s].get(key, 0.0) - metrics[baseline][s].get(key, 0.0)
+                for s in metrics.get(setting, {})
+                if s in metrics.get(baseline, {})
+            ]
 
         def spread(values: list[float]) -> str:
             if not values:
@@ -240,6 +278,17 @@ class Study:
                 + ", ".join(f"{v:+.1f}" for v in values)
                 + ")"
             )
+
+        comparisons = "\n".join(
+            f"| {label} | {spread(paired(setting, baseline, 'planning_accuracy'))} | "
+            f"{spread(paired(setting, baseline, 'feasible_coverage'))} |"
+            for label, setting, baseline in [
+                ("SFT 20 % → GRPO 80 % minus SFT-all (the paper's claim)", "sft20_grpo", "sft_all"),
+                ("SFT 20 % → GRPO minus its own warm-up (what GRPO adds)", "sft20_grpo", "sft20"),
+                ("SFT-all → GRPO minus SFT-all (GRPO on top of all the SFT data)", "sft_all_grpo", "sft_all"),
+            ]
+            if setting in metrics and baseline in metrics
+        )
 
         # Per-class F1 plot (mean over seeds).
         classes = list(next(iter(next(iter(metrics.values())).values()))["per_class_f1"])
@@ -286,14 +335,17 @@ image size {a.image_size}; evaluated on the first {a.eval_samples} test scenes, 
 temperature 1. Model: Qwen2.5-VL architecture, preset `{a.model_preset}` of `alphadrive_trl.testing`, trained from
 random initialisation. Seeds: {", ".join(map(str, a.seeds))} (model init, training and sampling; the data seed is
 fixed). SFT epochs: {a.sft_epochs} (all data) and {a.sft20_epochs} (20 % warm-up); GRPO steps: {a.grpo_steps}.
+Workers: {a.jobs} (one core each; wall times are per process).
 Values are percentages, mean ± standard deviation over seeds. Wall time is training only (the warm-up included for
 settings that start from it), on this machine.
 
 {table}
 
-**SFT→GRPO minus SFT-all, planning accuracy (greedy):** {spread(diffs)}
+Paired differences (percentage points, mean ± standard deviation over seeds):
 
-**SFT→GRPO minus SFT-all, feasible coverage (K = {a.k}):** {spread(cover)}
+| comparison | planning accuracy (greedy) | feasible coverage (K = {a.k}) |
+|---|---|---|
+{comparisons}
 
 Plots: `reproduce_per_class_f1.png`, `reproduce_learning_curves.png`; scenes: `reproduce_scenes.png`.
 The exact commands are in `reproduce_commands.sh`.
@@ -325,6 +377,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--skip-ablation", action="store_true")
     p.add_argument("--skip-grpo-only", action="store_true")
+    p.add_argument("--skip-sft-all-grpo", action="store_true", help="Skip GRPO on top of the SFT-all model.")
+    p.add_argument("--jobs", type=int, default=2, help="Trainings/evaluations run at once (one core each).")
     p.add_argument("--work-dir", default="outputs/reproduce")
     p.add_argument("--results-dir", default="benchmarks/results")
     p.add_argument("--quick", action="store_true", help="Smoke-test sizes (minutes); results go to the work dir.")

@@ -1,0 +1,65 @@
+"""The reproduction study's scheduler (`benchmarks/reproduce.py`); the study itself is `make reproduce`."""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+_spec = importlib.util.spec_from_file_location(
+    "reproduce", Path(__file__).resolve().parent.parent / "benchmarks" / "reproduce.py"
+)
+reproduce = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(reproduce)
+
+
+def recorder(log: list, lock: threading.Lock, name: str, seconds: float = 0.0):
+    def task():
+        with lock:
+            log.append(("start", name))
+        time.sleep(seconds)
+        with lock:
+            log.append(("end", name))
+        return name
+
+    return task
+
+
+def test_task_graph_respects_dependencies_and_runs_independent_tasks_together():
+    log, lock = [], threading.Lock()
+    tasks = {
+        "a": ([], recorder(log, lock, "a", 0.2)),
+        "b": ([], recorder(log, lock, "b", 0.2)),
+        "a2": (["a"], recorder(log, lock, "a2")),
+        "ab": (["a", "b"], recorder(log, lock, "ab")),
+    }
+    reproduce.run_task_graph(tasks, jobs=2)
+    assert sorted(name for event, name in log if event == "end") == ["a", "a2", "ab", "b"]
+    # Both roots start before either ends (two workers); dependants start only after their dependencies end.
+    assert log[:2] == [("start", "a"), ("start", "b")]
+    for task, deps in [("a2", ["a"]), ("ab", ["a", "b"])]:
+        for dep in deps:
+            assert log.index(("end", dep)) < log.index(("start", task))
+
+
+def test_task_graph_with_one_worker_runs_the_first_ready_task_in_the_given_order():
+    log, lock = [], threading.Lock()
+    tasks = {name: (deps, recorder(log, lock, name)) for name, deps in [("x", []), ("y", ["x"]), ("z", [])]}
+    reproduce.run_task_graph(tasks, jobs=1)
+    assert log == [("start", "x"), ("end", "x"), ("start", "y"), ("end", "y"), ("start", "z"), ("end", "z")]
+
+
+def test_task_graph_stops_on_failure_and_on_missing_dependencies():
+    ran = []
+
+    def fail():
+        raise SystemExit("sft failed (exit 1)")
+
+    with pytest.raises(SystemExit, match="sft failed"):
+        reproduce.run_task_graph({"sft": ([], fail), "grpo": (["sft"], lambda: ran.append("grpo"))}, jobs=2)
+    assert ran == []
+    with pytest.raises(RuntimeError, match="Unsatisfiable task dependencies: {'grpo': \\['nope'\\]}"):
+        reproduce.run_task_graph({"grpo": (["nope"], lambda: None)}, jobs=2)
