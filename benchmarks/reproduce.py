@@ -6,11 +6,15 @@ than SFT on all the data, and RL widens the set of feasible plans the model prop
 Study (same data, same model size, every setting evaluated by `alphadrive-eval` on the same test split):
 
 - `sft_all`      SFT on the whole train split.
+- `sft_all_grpo` GRPO on top of `sft_all`, on the same train split (isolates what GRPO adds to a full SFT).
 - `grpo_only`    GRPO from the randomly initialised model on the whole train split (first seed only).
 - `sft20_grpo`   SFT on 20 % of train (`--stage sft`), then GRPO on the disjoint 80 % (`--stage grpo`).
-- `sft20`        the warm-up checkpoint alone (what GRPO starts from).
+- `sft20`        the warm-up checkpoint alone (what GRPO starts from). It runs 5x the epochs of `sft_all` on a
+  fifth of the data: the same number of SFT sample passes.
 - reward ablation from the same warm-up (first seed): accuracy only / + action weight / + diversity / + format
   (= `sft20_grpo`).
+
+Independent trainings run `--jobs` at a time (default 2, one core each), scheduled as a task graph.
 
 Each setting is evaluated greedily and with K samples (temperature 1): planning accuracy, per-class F1, distinct
 plans per scene and feasible coverage. Everything is driven through the same commands a user runs (printed and saved
@@ -370,7 +374,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--image-size", default="160x96")
     p.add_argument("--model-preset", default="demo")
     p.add_argument("--sft-epochs", type=float, default=3)
-    p.add_argument("--sft20-epochs", type=float, default=6)
+    p.add_argument("--sft20-epochs", type=float, default=15)
     p.add_argument("--grpo-steps", type=int, default=120)
     p.add_argument("--eval-samples", type=int, default=150)
     p.add_argument("--k", type=int, default=8)
