@@ -112,6 +112,11 @@ class Study:
         self.wall: dict[str, float] = {}
         self.lock = threading.Lock()  # parallel tasks share timings.json and the command list
 
+    def say(self, message: str) -> None:
+        with self.lock:  # one write per line: parallel tasks' lines never interleave
+            sys.stdout.write(message + "\n")
+            sys.stdout.flush()
+
     # -- running -------------------------------------------------------------------------------------------------
     def run(self, name: str, cmd: list[str], done_marker: Path) -> None:
         """Run a command unless its output exists; log to <work>/logs/<name>.log and record its wall time."""
@@ -119,11 +124,11 @@ class Study:
         with self.lock:
             self.commands.append(shlex.join(["python", *cmd[1:]] if cmd[0] == PY else cmd))
         if done_marker.exists():
-            print(f"[skip] {name}: {done_marker} exists", flush=True)
+            self.say(f"[skip] {name}: {done_marker} exists")
             return
         log_path = self.work / "logs" / f"{name}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        print(f"[run ] {name}: {shlex.join(cmd)}", flush=True)
+        self.say(f"[run ] {name}: {shlex.join(cmd)}")
         start = time.perf_counter()
         env = {"OMP_NUM_THREADS": "1", **os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
                "PYTHONWARNINGS": "ignore"}  # fmt: skip
@@ -139,7 +144,7 @@ class Study:
         if proc.returncode != 0:
             tail = "".join(open(log_path).readlines()[-30:])
             raise SystemExit(f"{name} failed (exit {proc.returncode}); last lines of {log_path}:\n{tail}")
-        print(f"[done] {name} in {elapsed:.0f} s", flush=True)
+        self.say(f"[done] {name} in {elapsed:.0f} s")
 
     def timings(self) -> dict[str, float]:
         path = self.work / "timings.json"
