@@ -356,3 +356,20 @@ def test_completion_budget_warns_when_reference_answers_would_be_cut(caplog):
     assert "max_completion_length=12" in message and "max 13" in message and "at least 13" in message
     # Rows the template cannot render (no trajectory in trajectory mode) are skipped, not fatal.
     assert grpo.check_completion_budget(dataset, WhitespaceTokenizer(), 4, template="trajectory") == 0.0
+
+
+def test_grpo_datasets_share_the_stage_split_and_name_missing_splits(tiny_dataset_dir):
+    from alphadrive_trl.configs import DrivingGRPOConfig, DrivingScriptArguments
+
+    def rows(**script):
+        script_args = DrivingScriptArguments(dataset_name=tiny_dataset_dir, sft_fraction=0.25, **script)
+        config = DrivingGRPOConfig("unused", use_cpu=True, bf16=False, eval_strategy="steps", eval_steps=1)
+        return grpo.load_grpo_datasets(script_args, config)
+
+    train, test = rows(stage="grpo")
+    assert (len(train), len(test)) == (36, 16)  # the 75 % the SFT warm-up (stage sft, 12 rows) does not see
+    assert {"prompt", "images", "speed_action", "path_action"} <= set(train.column_names)
+    with pytest.raises(ValueError, match=r"has no split 'training'; it has \['test', 'train'\]"):
+        rows(dataset_train_split="training")
+    with pytest.raises(ValueError, match=r"no split 'validation'.*or `eval_strategy: no`\.$"):
+        rows(dataset_test_split="validation")

@@ -16,6 +16,41 @@ from transformers import Trainer, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
 from .configs import DrivingScriptArguments, save_driving_config
+from .data import load_driving_dataset, split_for_stages
+
+
+def load_stage_splits(
+    script_args: DrivingScriptArguments, wants_eval: bool, eval_hint: str, logger: logging.Logger
+) -> tuple[datasets.Dataset, datasets.Dataset | None]:
+    """The recipe's train split, cut to this stage's part (`split_for_stages`: same fraction and seed in both
+    recipes, so the stages never share a row) and to `max_train_samples`; with `wants_eval`, the test split cut to
+    `max_eval_samples`. A missing split fails with the splits the dataset has (`eval_hint`: how to turn evaluation
+    off in this stage's recipe)."""
+    dataset = load_driving_dataset(script_args.dataset_name, validate=script_args.validate_dataset)
+    if script_args.dataset_train_split not in dataset:
+        raise ValueError(
+            f"Dataset {script_args.dataset_name!r} has no split {script_args.dataset_train_split!r}; it has "
+            f"{sorted(dataset)}. Set `dataset_train_split`."
+        )
+    train = dataset[script_args.dataset_train_split]
+    if script_args.stage is not None:
+        sft_part, grpo_part = split_for_stages(train, script_args.sft_fraction, seed=script_args.split_seed)
+        train = sft_part if script_args.stage == "sft" else grpo_part
+        logger.info(f"Stage {script_args.stage}: {len(train)} of {len(sft_part) + len(grpo_part)} train rows.")
+    if script_args.max_train_samples is not None:
+        train = train.select(range(min(script_args.max_train_samples, len(train))))
+
+    evaluation = None
+    if wants_eval:
+        if script_args.dataset_test_split not in dataset:
+            raise ValueError(
+                f"Evaluation is on but the dataset has no split {script_args.dataset_test_split!r}; it has "
+                f"{sorted(dataset)}. Set `dataset_test_split`, or {eval_hint}."
+            )
+        evaluation = dataset[script_args.dataset_test_split]
+        if script_args.max_eval_samples is not None:
+            evaluation = evaluation.select(range(min(script_args.max_eval_samples, len(evaluation))))
+    return train, evaluation
 
 
 def setup_logging(training_args: TrainingArguments, logger: logging.Logger) -> None:

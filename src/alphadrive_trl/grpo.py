@@ -49,8 +49,8 @@ from trl.trainer.utils import nanstd
 from .actions import ALL_PLANS, completion_to_text, parse_answer_strict
 from .checkpointing import QwenVLCheckpointMixin
 from .configs import DrivingGRPOConfig, DrivingScriptArguments
-from .data import DrivingDataError, apply_image_budget, load_driving_dataset, split_for_stages
-from .entrypoint import last_checkpoint, setup_logging, train_and_save
+from .data import DrivingDataError, apply_image_budget
+from .entrypoint import last_checkpoint, load_stage_splits, setup_logging, train_and_save
 from .prompts import completion_text, to_grpo_example
 from .rewards import REWARD_REGISTRY, format_reward, get_reward_funcs
 from .sft import SaveDrivingConfigCallback, load_model
@@ -252,32 +252,10 @@ def load_grpo_datasets(script_args: DrivingScriptArguments, training_args: Drivi
     With `stage: grpo` the train split is the part the SFT warm-up did not see (`split_for_stages`, same fraction and
     seed as the SFT recipe). Rows keep their ground-truth columns; TRL passes them to the rewards.
     """
-    dataset = load_driving_dataset(script_args.dataset_name, validate=script_args.validate_dataset)
-    if script_args.dataset_train_split not in dataset:
-        raise ValueError(
-            f"Dataset {script_args.dataset_name!r} has no split {script_args.dataset_train_split!r}; it has "
-            f"{sorted(dataset)}. Set `dataset_train_split`."
-        )
-    train = dataset[script_args.dataset_train_split]
-    if script_args.stage == "grpo":
-        sft_part, train = split_for_stages(train, script_args.sft_fraction, seed=script_args.split_seed)
-        logger.info(f"Stage grpo: {len(train)} rows for GRPO, {len(sft_part)} held by the SFT warm-up.")
-    elif script_args.stage == "sft":
+    if script_args.stage == "sft":
         logger.warning("`stage: sft` in a GRPO run trains on the SFT part of the split; use `stage: grpo`.")
-        train, _ = split_for_stages(train, script_args.sft_fraction, seed=script_args.split_seed)
-    if script_args.max_train_samples is not None:
-        train = train.select(range(min(script_args.max_train_samples, len(train))))
-
-    evaluation = None
-    if training_args.eval_strategy != "no":
-        if script_args.dataset_test_split not in dataset:
-            raise ValueError(
-                f"Evaluation is on but the dataset has no split {script_args.dataset_test_split!r}; it has "
-                f"{sorted(dataset)}. Set `dataset_test_split` or `eval_strategy: no`."
-            )
-        evaluation = dataset[script_args.dataset_test_split]
-        if script_args.max_eval_samples is not None:
-            evaluation = evaluation.select(range(min(script_args.max_eval_samples, len(evaluation))))
+    wants_eval = training_args.eval_strategy != "no"
+    train, evaluation = load_stage_splits(script_args, wants_eval, "`eval_strategy: no`", logger)
 
     def to_conversations(split):
         options = {"template": script_args.prompt_template, "max_images": script_args.max_images}

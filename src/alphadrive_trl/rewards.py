@@ -482,6 +482,21 @@ class PlanningReward(_DrivingReward):
 
     Built by `make_planning_reward`; see the module docstring for the definitions. With `axis="both"` the value is
     the mean of the speed and path values.
+
+    Args:
+        axis: which meta-action axis is scored.
+        weighting: multiply F1 by the mean action weight of the predicted words.
+        diversity: `"paper"` (multiply by `1 - min(diversity_cap, share)`), `"release"` (add `±diversity_weight`
+            like the published code, per group) or `"none"`.
+        weights: per-action weights overriding `DEFAULT_ACTION_WEIGHTS` (words of either axis; missing ones keep
+            their default).
+        name: the callable's `__name__`, which TRL logs as `rewards/<name>/mean`. Default e.g.
+            `speed_planning_reward`, `path_planning_release_reward`.
+        predict: text -> `AnswerWords`, the predicted words (default `actions.parse_answer`). A trajectory-mode
+            reward passes a predictor that derives the meta-actions from the predicted waypoints.
+        predict_columns: dataset columns passed to `predict` after the text, row by row (e.g. `("ego_speed",)`).
+        metric_prefix: prefix of the metrics sent to TRL's `log_metric` (`<prefix>/speed_f1`, `<prefix>/path_f1`,
+            `<prefix>/valid_answer`).
     """
 
     def __init__(
@@ -550,53 +565,16 @@ def _log_valid_share(kwargs: Mapping[str, Any], name: str, predicted: list[Answe
         log_metric(name, valid / len(predicted))
 
 
-def make_planning_reward(
-    axis: str,
-    *,
-    weighting: bool = True,
-    diversity: str = "paper",
-    weights: Mapping[str, float] | None = None,
-    diversity_cap: float = 0.2,
-    diversity_weight: float = 0.4,
-    name: str | None = None,
-    predict: Predictor = parse_answer,
-    predict_columns: Sequence[str] = (),
-    metric_prefix: str = "planning",
-) -> PlanningReward:
-    """Build a planning reward for one axis (`"speed"`, `"path"`, or `"both"` for their mean).
-
-    Args:
-        axis: which meta-action axis is scored.
-        weighting: multiply F1 by the mean action weight of the predicted words.
-        diversity: `"paper"` (multiply by `1 - min(diversity_cap, share)`), `"release"` (add `±diversity_weight`
-            like the published code, per group) or `"none"`.
-        weights: per-action weights overriding `DEFAULT_ACTION_WEIGHTS` (words of either axis; missing ones keep
-            their default).
-        name: the callable's `__name__`, which TRL logs as `rewards/<name>/mean`. Default e.g.
-            `speed_planning_reward`, `path_planning_release_reward`.
-        predict: text -> `AnswerWords`, the predicted words (default `actions.parse_answer`). A trajectory-mode
-            reward passes a predictor that derives the meta-actions from the predicted waypoints.
-        predict_columns: dataset columns passed to `predict` after the text, row by row (e.g. `("ego_speed",)`).
-        metric_prefix: prefix of the metrics sent to TRL's `log_metric` (`<prefix>/speed_f1`, `<prefix>/path_f1`,
-            `<prefix>/valid_answer`).
+def make_planning_reward(axis: str, **options: Any) -> PlanningReward:
+    """Build a planning reward for one axis (`"speed"`, `"path"`, or `"both"` for their mean); `options` are the
+    keyword arguments of `PlanningReward` (weighting, diversity, weights, name, predict, ...).
 
     Example:
         >>> reward = make_planning_reward("speed", diversity="release", name="speed_release")
         >>> reward(prompts=["p", "p"], completions=["<answer> STOP, STRAIGHT </answer>"] * 2, speed_action=["STOP"] * 2)
         [1.4, 0.6]
     """
-    return PlanningReward(
-        axis,
-        weighting=weighting,
-        diversity=diversity,
-        weights=weights,
-        diversity_cap=diversity_cap,
-        diversity_weight=diversity_weight,
-        name=name,
-        predict=predict,
-        predict_columns=predict_columns,
-        metric_prefix=metric_prefix,
-    )
+    return PlanningReward(axis, **options)
 
 
 class ActionWeightReward(_DrivingReward):

@@ -46,8 +46,8 @@ from .actions import completion_to_text, parse_answer_strict
 from .checkpointing import QwenVLCheckpointMixin
 from .collator import MultiImageCollator
 from .configs import DrivingScriptArguments, DrivingSFTConfig, save_driving_config
-from .data import apply_image_budget, load_driving_dataset, split_for_stages
-from .entrypoint import last_checkpoint, setup_logging, train_and_save
+from .data import apply_image_budget
+from .entrypoint import last_checkpoint, load_stage_splits, setup_logging, train_and_save
 from .prompts import to_sft_example
 
 logger = logging.getLogger(__name__)
@@ -241,31 +241,9 @@ def load_sft_datasets(
     With `stage: sft` the train split is the SFT part of `split_for_stages` (same fraction and seed as the GRPO
     recipe, so the stages never share a row).
     """
-    dataset = load_driving_dataset(script_args.dataset_name, validate=script_args.validate_dataset)
-    if script_args.dataset_train_split not in dataset:
-        raise ValueError(
-            f"Dataset {script_args.dataset_name!r} has no split {script_args.dataset_train_split!r}; it has "
-            f"{sorted(dataset)}. Set `dataset_train_split`."
-        )
-    train = dataset[script_args.dataset_train_split]
-    if script_args.stage is not None:
-        sft_part, grpo_part = split_for_stages(train, script_args.sft_fraction, seed=script_args.split_seed)
-        train = sft_part if script_args.stage == "sft" else grpo_part
-        logger.info(f"Stage {script_args.stage}: {len(train)} of {len(sft_part) + len(grpo_part)} train rows.")
-    if script_args.max_train_samples is not None:
-        train = train.select(range(min(script_args.max_train_samples, len(train))))
-
-    evaluation = None
     wants_eval = training_args.eval_strategy != "no" or training_args.eval_generation_steps > 0
-    if wants_eval:
-        if script_args.dataset_test_split not in dataset:
-            raise ValueError(
-                f"Evaluation is on but the dataset has no split {script_args.dataset_test_split!r}; it has "
-                f"{sorted(dataset)}. Set `dataset_test_split`, or `eval_strategy: no` and `eval_generation_steps: 0`."
-            )
-        evaluation = dataset[script_args.dataset_test_split]
-        if script_args.max_eval_samples is not None:
-            evaluation = evaluation.select(range(min(script_args.max_eval_samples, len(evaluation))))
+    hint = "`eval_strategy: no` and `eval_generation_steps: 0`"
+    train, evaluation = load_stage_splits(script_args, wants_eval, hint, logger)
 
     def to_examples(split: Dataset) -> Dataset:
         options = {"template": script_args.prompt_template, "max_images": script_args.max_images}
