@@ -225,8 +225,10 @@ def check_completion_budget(
     in TRL (only `completions/clipped_ratio` rises), so it is checked before training. Rows without reasoning
     (answer-only data) are measured too: their completions are just short.
     """
+    # Without the image and prompt columns: iterating rows would otherwise decode every image.
+    text_columns = [column for column in rows.column_names if column not in ("images", "prompt")]
     lengths = []
-    for row in rows.select(range(min(max_rows, len(rows)))):
+    for row in rows.select(range(min(max_rows, len(rows)))).select_columns(text_columns):
         try:
             lengths.append(len(tokenizer(completion_text(row, template))["input_ids"]))
         except DrivingDataError:  # e.g. no expert trajectory: nothing to measure, the rewards handle the row
