@@ -11,6 +11,7 @@ Study (same data, same model size, every setting evaluated by `alphadrive-eval` 
 - `sft20_grpo`   SFT on 20 % of train (`--stage sft`), then GRPO on the disjoint 80 % (`--stage grpo`).
 - `sft_all_long` SFT on the whole train split for about the wall time of `sft20_grpo` (`--sft-long-epochs`): the
   compute-matched baseline.
+- `sft_all_long_grpo` GRPO on top of `sft_all_long` for `--long-grpo-steps` (GRPO on the strongest SFT model).
 - `sft20`        the warm-up checkpoint alone (what GRPO starts from). It runs 5x the epochs of `sft_all` on a
   fifth of the data: the same number of SFT sample passes.
 - reward ablation from the same warm-up (first seed): accuracy only / + action weight / + diversity / + format
@@ -23,7 +24,7 @@ plans per scene and feasible coverage. Everything is driven through the same com
 to `commands.sh`), so any number in the table can be re-run by hand. Steps whose outputs exist are skipped, so an
 interrupted study resumes.
 
-    python benchmarks/reproduce.py                 # the full study (~30-45 min on 2 CPU cores)
+    python benchmarks/reproduce.py                 # the full study (~37 min on 2 CPU cores)
     python benchmarks/reproduce.py --quick         # a 3-minute smoke run of the same code path
 """
 
@@ -177,11 +178,11 @@ class Study:
         self.run(f"seed{seed}-{name}", cmd, out / "alphadrive_config.json")
         return out
 
-    def grpo(self, name: str, seed: int, model: Path, extra: list[str]) -> Path:
+    def grpo(self, name: str, seed: int, model: Path, extra: list[str], steps: int | None = None) -> Path:
         out = self.model_dir(name, seed)
         cmd = [PY, "-m", "alphadrive_trl.grpo", "--config", GRPO_RECIPE, "--model_name_or_path", str(model),
                "--dataset_name", str(self.data), "--output_dir", str(out), "--seed", str(seed),
-               "--max_steps", str(self.args.grpo_steps), *extra]  # fmt: skip
+               "--max_steps", str(steps or self.args.grpo_steps), *extra]  # fmt: skip
         self.run(f"seed{seed}-{name}", cmd, out / "alphadrive_config.json")
         return out
 
@@ -216,6 +217,9 @@ class Study:
             tasks[f"{seed}/sft20_grpo"] = ([f"{seed}/sft20"], partial(self.grpo, "sft20_grpo", seed, sft20, ["--stage", "grpo"]))  # fmt: skip
             if a.sft_long_epochs:
                 tasks[f"{seed}/sft_all_long"] = ([], partial(self.sft, "sft_all_long", seed, init, ["--num_train_epochs", str(a.sft_long_epochs)]))  # fmt: skip
+                if a.long_grpo_steps:
+                    long = self.model_dir("sft_all_long", seed)
+                    tasks[f"{seed}/sft_all_long_grpo"] = ([f"{seed}/sft_all_long"], partial(self.grpo, "sft_all_long_grpo", seed, long, [], a.long_grpo_steps))  # fmt: skip
             if not a.skip_sft_all_grpo:
                 tasks[f"{seed}/sft_all_grpo"] = ([f"{seed}/sft_all"], partial(self.grpo, "sft_all_grpo", seed, sft_all, []))  # fmt: skip
             if seed == a.seeds[0] and not a.skip_grpo_only:  # one seed: it is the paper's weakest setting
@@ -258,13 +262,23 @@ class Study:
                 parts = [f"seed{seed}-{name}"]
                 if name.startswith(("sft20_", "ablation")):
                     parts.append(f"seed{seed}-sft20")
-                elif name == "sft_all_grpo":
-                    parts.append(f"seed{seed}-sft_all")
+                elif name in ("sft_all_grpo", "sft_all_long_grpo"):
+                    parts.append(f"seed{seed}-{name.removesuffix('_grpo')}")
                 walls.append(sum(timings.get(p, 0.0) for p in parts))
             return f"{statistics.fmean(walls):.0f}" if walls else "–"
 
         order = [
-            n for n in ["sft_all", "sft_all_long", "sft_all_grpo", "grpo_only", "sft20", "sft20_grpo"] if n in metrics
+            n
+            for n in [
+                "sft_all",
+                "sft_all_long",
+                "sft_all_grpo",
+                "sft_all_long_grpo",
+                "grpo_only",
+                "sft20",
+                "sft20_grpo",
+            ]
+            if n in metrics
         ]
         order += [n for n in metrics if n.startswith("ablation")]
         header = ["setting", "seeds"] + [label for _, label in HEADLINE + SAMPLED] + ["train wall s"]
@@ -302,6 +316,11 @@ class Study:
                 ("SFT 20 % → GRPO 80 % minus SFT-all trained as long (same wall time)", "sft20_grpo", "sft_all_long"),
                 ("SFT 20 % → GRPO minus its own warm-up (what GRPO adds)", "sft20_grpo", "sft20"),
                 ("SFT-all → GRPO minus SFT-all (GRPO on top of all the SFT data)", "sft_all_grpo", "sft_all"),
+                (
+                    "SFT-all-long → GRPO minus SFT-all-long (GRPO on the strongest SFT)",
+                    "sft_all_long_grpo",
+                    "sft_all_long",
+                ),
             ]
             if setting in metrics and baseline in metrics
         )
@@ -354,7 +373,7 @@ image size {a.image_size}; evaluated on the first {a.eval_samples} test scenes, 
 temperature 1. Model: Qwen2.5-VL architecture, preset `{a.model_preset}` of `alphadrive_trl.testing`, trained from
 random initialisation. Seeds: {", ".join(map(str, a.seeds))} (model init, training and sampling; the data seed is
 fixed). SFT epochs: {a.sft_epochs} (all data), {a.sft_long_epochs} (all data, `sft_all_long`) and {a.sft20_epochs}
-(20 % warm-up); GRPO steps: {a.grpo_steps}.
+(20 % warm-up); GRPO steps: {a.grpo_steps} ({a.long_grpo_steps} on top of `sft_all_long`).
 Workers: {a.jobs} (one core each; wall times are per process).
 Values are percentages, mean ± standard deviation over seeds. Wall time is training only (the warm-up included for
 settings that start from it), on this machine.
@@ -397,6 +416,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=4.5,
         help="`sft_all_long`: SFT on all data for about the wall time of SFT 20 %% -> GRPO (0 skips it).",
     )
+    p.add_argument(
+        "--long-grpo-steps",
+        type=int,
+        default=240,
+        help="`sft_all_long_grpo`: GRPO steps on top of `sft_all_long` (0 skips it).",
+    )
     p.add_argument("--grpo-steps", type=int, default=120)
     p.add_argument("--eval-samples", type=int, default=150)
     p.add_argument("--k", type=int, default=8)
@@ -412,7 +437,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.quick:
         args.seeds = args.seeds[:1]
         args.num_samples, args.sft_epochs, args.sft20_epochs, args.grpo_steps = 300, 1, 1, 4
-        args.sft_long_epochs = 1.5
+        args.sft_long_epochs, args.long_grpo_steps = 1.5, 4
         args.eval_samples, args.k = 16, 2
         args.work_dir = args.work_dir.rstrip("/") + "-quick"
         args.results_dir = args.work_dir + "/results"
