@@ -38,6 +38,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from alphadrive_trl.actions import plan_to_string
+from alphadrive_trl.entrypoint import command
 
 logger = logging.getLogger(__name__)
 
@@ -436,6 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@command("data_prep.distill_reasoning")
 def main(argv: list[str] | None = None) -> int:
     from alphadrive_trl.data import load_driving_dataset
     from data_prep.common import atomic_directory

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from alphadrive_trl.entrypoint import command
 from alphadrive_trl.labelling import LABELLER_MODES, LabellerThresholds, future_waypoints, label_trajectory
 
 logger = logging.getLogger(__name__)
@@ -310,6 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@command("data_prep.highway_env")
 def main(argv: list[str] | None = None) -> int:
     from alphadrive_trl.closed_loop import parse_scenarios, require_highway_env
     from data_prep.common import parse_image_size, parse_split_fractions

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from alphadrive_trl.entrypoint import command
 from alphadrive_trl.labelling import (
     ANGLE_TOLERANCE_DEG,
     LABELLER_MODES,
@@ -438,6 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@command("data_prep.nuscenes")
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = build_parser().parse_args(argv)

@@ -60,6 +60,7 @@ from PIL import Image, ImageDraw, ImageFont
 from tqdm.auto import tqdm
 
 from alphadrive_trl.actions import ALL_PLANS, PATH_ACTIONS, SPEED_ACTIONS, plan_to_string
+from alphadrive_trl.entrypoint import command
 from alphadrive_trl.trajectory import is_plausible
 
 logger = logging.getLogger(__name__)
@@ -1167,6 +1168,7 @@ def build_dataset(
     return load_from_disk(str(output_dir))
 
 
+@command("data_prep.synthetic")
 def main(argv: list[str] | None = None) -> int:
     from data_prep.common import atomic_write_bytes, parse_image_size, parse_split_fractions
 

@@ -180,8 +180,10 @@ def test_missing_optional_columns_are_filled_and_required_ones_reported(tmp_path
     path.write_text(json.dumps({k: v for k, v in {**minimal, "images": ["a.png"]}.items() if k != "navigation"}))
     with pytest.raises(DrivingDataError, match=r"missing required column\(s\) \['navigation'\]"):
         load_driving_dataset(path)
-    with pytest.raises(DrivingDataError, match="not a dataset directory"):
+    with pytest.raises(DrivingDataError, match=r"nothing-here does not exist; set `dataset_name` to a save_to_disk"):
         load_driving_dataset(tmp_path / "nothing-here")
+    with pytest.raises(DrivingDataError, match=r"^outputs/no-data: no such local path, and loading it from the Hub"):
+        load_driving_dataset("outputs/no-data")  # a relative path or a Hub name: both were tried (offline in tests)
 
 
 def test_split_for_stages_is_disjoint_and_deterministic():

@@ -6,12 +6,15 @@ import doctest
 import json
 import math
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from alphadrive_trl import grpo
 from alphadrive_trl.actions import ALL_PLANS, completion_to_text
@@ -130,7 +133,7 @@ def test_driving_metrics_nan_ground_truth_and_unscorable_rewards():
 # --- errors before anything loads -----------------------------------------------------------------------------------
 
 
-def test_wrong_reward_name_fails_with_valid_names_before_loading(tmp_path):
+def test_wrong_reward_name_fails_with_valid_names_before_loading(tmp_path, capsys):
     argv = [
         "--config", str(DEMO_RECIPE),
         "--model_name_or_path", str(tmp_path / "no-model"),
@@ -139,21 +142,31 @@ def test_wrong_reward_name_fails_with_valid_names_before_loading(tmp_path):
         "--reward_funcs", "speed_planning", "path_planing",
         "--reward_weights", "1.0", "1.0",
     ]  # fmt: skip
-    with pytest.raises(ValueError, match=r"'path_planing'.*valid names: .*speed_planning, path_planning") as err:
+    with pytest.raises(SystemExit) as exit_info:
         grpo.main(argv)
-    assert "format" in str(err.value)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" not in err
+    assert re.fullmatch(
+        r"alphadrive-grpo: error: .*'path_planing'.*valid names: .*speed_planning, path_planning.*\n", err
+    )
+    assert "format" in err
     assert not (tmp_path / "out").exists()
 
 
-def test_reward_weights_must_match_rewards(tmp_path):
+def test_reward_weights_must_match_rewards(tmp_path, capsys):
     argv = [
         "--config", str(DEMO_RECIPE),
         "--model_name_or_path", str(tmp_path / "no-model"),
         "--output_dir", str(tmp_path / "out"),
         "--reward_weights", "1.0", "2.0",
     ]  # fmt: skip
-    with pytest.raises(ValueError, match=r"`reward_weights` has 2 values for 3 rewards"):
+    with pytest.raises(SystemExit) as exit_info:
         grpo.main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert (
+        err.startswith("alphadrive-grpo: error: `reward_weights` has 2 values for 3 rewards") and err.count("\n") == 1
+    )
 
 
 def test_trainer_needs_a_reward_source(tmp_path):
@@ -267,14 +280,24 @@ def test_resume_gives_the_same_next_steps_as_an_uninterrupted_run(tiny_model_dir
     argv = grpo_argv(tiny_model_dir, tiny_dataset_dir, interrupted_dir, *checkpointing)
     run_grpo(argv, callbacks=[StopAfter(2)])
     assert sorted(p.name for p in interrupted_dir.glob("checkpoint-*")) == ["checkpoint-2"]
+    # Fault injection: killed while saving checkpoint-4 after the weights and the optimizer, before trainer_state.json
+    # (the GRPO crash of issue 17 was `FileNotFoundError: .../trainer_state.json` on re-running).
+    partial = interrupted_dir / "checkpoint-4"
+    shutil.copytree(interrupted_dir / "checkpoint-2", partial)
+    (partial / "trainer_state.json").unlink()
 
-    resumed = run_grpo(argv)  # same command again: picks up checkpoint-2 by itself
+    resumed = run_grpo(argv)  # same command again: skips checkpoint-4 and resumes checkpoint-2
     got = step_logs(resumed.state.log_history)
     assert sorted(got) == [1, 2, 3, 4]
     assert expected[3]["grad_norm"] > 0 and expected[4]["kl"] > 0  # the comparison is not between zeros
     for step in (3, 4):
         for key in ("loss", "grad_norm", "reward", "kl", "entropy", "completions/mean_length", *DRIVING_METRICS):
             assert got[step][key] == pytest.approx(expected[step][key], rel=1e-5, abs=1e-9), (step, key)
+    full_weights = load_file(tmp_path / "full" / "model.safetensors")
+    resumed_weights = load_file(interrupted_dir / "model.safetensors")
+    assert sorted(full_weights) == sorted(resumed_weights)
+    for name, tensor in full_weights.items():
+        torch.testing.assert_close(resumed_weights[name], tensor, rtol=1e-5, atol=1e-7, msg=name)
 
 
 def _launch(command: list[str], tmp_path: Path) -> subprocess.CompletedProcess:

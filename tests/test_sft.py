@@ -2,11 +2,14 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from transformers import AutoModelForImageTextToText, AutoProcessor, TrainerCallback
 
 from alphadrive_trl.configs import DRIVING_CONFIG_NAME, DrivingScriptArguments, DrivingSFTConfig
@@ -71,6 +74,7 @@ def test_sft_end_to_end_loss_falls_and_checkpoint_reloads(tiny_model_dir, tiny_d
                 "min_pixels": None,
                 "max_pixels": 3136,
                 "max_images": None,
+                "model_name_or_path": tiny_model_dir,  # what a resume into this output_dir compares against
             }
     assert (out / "README.md").is_file()
     trained = AutoModelForImageTextToText.from_pretrained(out).state_dict()
@@ -94,8 +98,19 @@ def step_logs(log_history: list[dict]) -> dict[int, dict]:
     return {entry["step"]: entry for entry in log_history if "loss" in entry}
 
 
+def kill_mid_save(checkpoint_done: Path, step: int) -> Path:
+    """Lay out `checkpoint-{step}` as a run killed while saving it leaves it: the config and half of the weights file
+    written, nothing after them (optimizer, scheduler, RNG, trainer_state.json)."""
+    partial = checkpoint_done.parent / f"checkpoint-{step}"
+    partial.mkdir()
+    shutil.copy(checkpoint_done / "config.json", partial / "config.json")
+    weights = (checkpoint_done / "model.safetensors").read_bytes()
+    (partial / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+    return partial
+
+
 @pytest.mark.slow
-def test_resume_gives_the_same_next_steps_as_an_uninterrupted_run(tiny_model_dir, tiny_dataset_dir, tmp_path):
+def test_resume_gives_the_same_next_steps_as_an_uninterrupted_run(tiny_model_dir, tiny_dataset_dir, tmp_path, caplog):
     def run(output_dir, callbacks=None):
         argv = sft_argv(tiny_model_dir, tiny_dataset_dir, output_dir, "--max_steps", "4", "--save_steps", "2")
         return train_sft(*make_parser().parse_args_and_config(args=argv), callbacks=callbacks)
@@ -104,13 +119,29 @@ def test_resume_gives_the_same_next_steps_as_an_uninterrupted_run(tiny_model_dir
 
     run(tmp_path / "interrupted", callbacks=[StopAfter(2)])
     assert sorted(p.name for p in (tmp_path / "interrupted").glob("checkpoint-*")) == ["checkpoint-2"]
-    resumed = run(tmp_path / "interrupted")  # same command again: picks up checkpoint-2 by itself
+    # Fault injection: the run went on and was killed while writing checkpoint-3 (the SFT crash of issue 17 was
+    # `no file named model.safetensors` in such a directory).
+    partial = kill_mid_save(tmp_path / "interrupted" / "checkpoint-2", 3)
+    caplog.clear()
+    resumed = run(tmp_path / "interrupted")  # same command again: skips checkpoint-3, resumes checkpoint-2
+    messages = [r.getMessage() for r in caplog.records if r.name == "alphadrive_trl.sft"]
+    assert f"Skipping incomplete checkpoint {partial} (no trainer_state.json; a run was stopped while saving)." in (
+        messages
+    )
+    resume_line = f"Resuming training from {tmp_path / 'interrupted' / 'checkpoint-2'}; delete it or set another "
+    assert any(m.startswith(resume_line) for m in messages)
     got = step_logs(resumed.state.log_history)
     assert sorted(got) == [1, 2, 3, 4]
     assert expected[4]["loss"] < expected[1]["loss"]  # the weights moved: resuming from the initial ones would show
     for step in (3, 4):
         for key in ("loss", "grad_norm"):
             assert got[step][key] == pytest.approx(expected[step][key], rel=1e-5), (step, key)
+    # The final weights are those of the uninterrupted run.
+    full = load_file(tmp_path / "full" / "model.safetensors")
+    after_resume = load_file(tmp_path / "interrupted" / "model.safetensors")
+    assert sorted(full) == sorted(after_resume)
+    for name, tensor in full.items():
+        torch.testing.assert_close(after_resume[name], tensor, rtol=1e-5, atol=1e-7, msg=name)
 
 
 @pytest.mark.slow

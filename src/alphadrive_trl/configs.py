@@ -155,6 +155,11 @@ class DrivingGRPOConfig(GRPOConfig):
     def __post_init__(self):
         if self.diversity_mode not in ("paper", "release", "none"):
             raise ValueError(f"`diversity_mode` must be 'paper', 'release' or 'none', got {self.diversity_mode!r}.")
+        if self.max_completion_length is not None and self.max_completion_length < 1:
+            raise ValueError(
+                f"`max_completion_length` must be at least 1 token, got {self.max_completion_length}; the answer "
+                "alone needs about 15 and reasoning + answer about 150 (see `check_completion_budget`)."
+            )
         if self.trajectory_labeller not in ("heading", "senna"):
             raise ValueError(f"`trajectory_labeller` must be 'heading' or 'senna', got {self.trajectory_labeller!r}.")
         if isinstance(self.reward_funcs, str):
@@ -181,23 +186,35 @@ class DrivingGRPOConfig(GRPOConfig):
         }
 
 
-def save_driving_config(output_dir: str, script_args: DrivingScriptArguments) -> str:
-    """Write the data/prompt settings next to a checkpoint so evaluation rebuilds the same prompts."""
+def save_driving_config(
+    output_dir: str, script_args: DrivingScriptArguments, model_name_or_path: str | None = None
+) -> str:
+    """Write the data/prompt settings next to a checkpoint so evaluation rebuilds the same prompts, and the model the
+    run started from (`model_name_or_path`, when given) so a resume into the same `output_dir` can say when the
+    model changed."""
     os.makedirs(output_dir, exist_ok=True)
     path = os.path.join(output_dir, DRIVING_CONFIG_NAME)
     keep = ("prompt_template", "min_pixels", "max_pixels", "max_images")
     payload = {k: v for k, v in asdict(script_args).items() if k in keep}
+    if model_name_or_path is not None:
+        payload["model_name_or_path"] = model_name_or_path
     with open(path, "w") as f:
         json.dump(payload, f, indent=2)
     return path
 
 
-def load_driving_config(model_dir: str) -> dict[str, Any]:
-    """Read the settings saved by `save_driving_config`; `{}` when the checkpoint has none (e.g. a Hub model)."""
+def load_driving_config(model_dir: str, known_only: bool = True) -> dict[str, Any]:
+    """Read the settings saved by `save_driving_config`; `{}` when the checkpoint has none (e.g. a Hub model). With
+    `known_only` (the default) only `DrivingScriptArguments` fields are returned."""
     path = os.path.join(model_dir, DRIVING_CONFIG_NAME)
     if not os.path.isfile(path):
         return {}
-    with open(path) as f:
-        payload = json.load(f)
+    try:
+        with open(path) as f:
+            payload = json.load(f)
+    except ValueError as err:
+        raise ValueError(f"{path}: not valid JSON ({err}); delete it or write it again.") from err
+    if not known_only:
+        return payload
     known = {f.name for f in fields(DrivingScriptArguments)}
     return {k: v for k, v in payload.items() if k in known}

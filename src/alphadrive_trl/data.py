@@ -281,12 +281,19 @@ def _resolve_image_paths(dataset: Dataset, base_dir: str) -> Dataset:
     return dataset.map(resolve, batched=True, desc="resolving image paths")
 
 
+_DATASET_HINT = (
+    "set `dataset_name` to a save_to_disk directory (`make data` writes data/synthetic), a .parquet/.jsonl file or "
+    "folder, or a Hub dataset name"
+)
+
+
 def _conform(dataset: Dataset, base_dir: str | None, name: str) -> Dataset:
     """Add missing optional columns, resolve relative image paths and cast to `DRIVING_FEATURES`."""
     missing = [c for c in REQUIRED_COLUMNS if c not in dataset.column_names]
     if missing:
         raise DrivingDataError(
-            f"{name}: missing required column(s) {missing}; the schema needs {', '.join(REQUIRED_COLUMNS)}"
+            f"{name}: missing required column(s) {missing}; the schema needs {', '.join(REQUIRED_COLUMNS)}. Convert "
+            "the data with one of the `data_prep` builders (docs/data.md)."
         )
     for column, default in OPTIONAL_DEFAULTS.items():
         if column not in dataset.column_names:
@@ -352,10 +359,19 @@ def load_driving_dataset(
         if not files:
             raise DrivingDataError(f"{path}: no save_to_disk dataset and no .parquet/.jsonl/.json files inside")
         dataset = _load_files(files, str(path))
-    elif os.path.exists(path) or str(path_or_name).startswith((".", "/")):
-        raise DrivingDataError(f"{path}: not a dataset directory or a .parquet/.jsonl/.json file")
+    elif os.path.exists(path) or str(path_or_name).startswith((".", "/", "~")) or str(path_or_name).count("/") > 1:
+        what = (
+            "is not a dataset directory or a .parquet/.jsonl/.json file" if os.path.exists(path) else "does not exist"
+        )
+        raise DrivingDataError(f"{path} {what}; {_DATASET_HINT}")
     else:
-        hub = load_dataset(str(path_or_name))
+        try:
+            hub = load_dataset(str(path_or_name))
+        except Exception as err:  # noqa: BLE001 - offline, not found, no access: all mean the name is not usable
+            raise DrivingDataError(
+                f"{path_or_name}: no such local path, and loading it from the Hub failed "
+                f"({type(err).__name__}: {' '.join(str(err).split())}); {_DATASET_HINT}"
+            ) from err
         dataset = DatasetDict({k: _conform(v, None, str(path_or_name)) for k, v in hub.items()})
     if split is not None:
         if split not in dataset:

@@ -1,22 +1,113 @@
-"""Steps shared by the `alphadrive_trl.sft` and `alphadrive_trl.grpo` entry points (open-r1 layout): logging set-up,
-finding the checkpoint to resume from, and train → save model + processor + driving config → model card → push.
+"""Steps shared by the entry points (open-r1 layout): one-line errors for every command (`command`), recipe parsing
+that names misspelt keys, logging set-up, finding the checkpoint to resume from, and train → save model + processor +
+driving config → model card → push.
 
 Each entry point stays short and linear; only the steps that are identical in both stages live here.
 """
 
 from __future__ import annotations
 
+import difflib
+import functools
+import json
 import logging
 import os
+import re
 import sys
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
-import datasets
-import transformers
-from transformers import Trainer, TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
+if TYPE_CHECKING:  # the training stack loads in the functions that need it: `command` serves the light commands too
+    import datasets
+    from transformers import Trainer, TrainingArguments
+    from trl import TrlParser
 
-from .configs import DrivingScriptArguments, save_driving_config
-from .data import load_driving_dataset, split_for_stages
+    from .configs import DrivingScriptArguments
+
+TRACEBACK_ENV = "ALPHADRIVE_TRACEBACK"
+# Errors a user's input causes (a wrong path, value or file): their message is the whole story. Any other exception
+# is a bug or an environment problem, reported with its type and how to see the traceback.
+_INPUT_ERRORS = (ValueError, OSError, ImportError, KeyError)
+
+
+def command(prog: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorate a command's `main(argv)` so that an exception ends it with one line on stderr, `PROG: error: ...`,
+    and exit status 2 instead of a traceback; Ctrl-C ends it with status 130. `ALPHADRIVE_TRACEBACK=1` re-raises,
+    for the full traceback.
+
+    Example:
+        >>> @command("alphadrive-demo")
+        ... def main(argv=None):
+        ...     raise ValueError("`max_steps` must be positive, got 0.")
+        >>> main()  # doctest: +SKIP
+        alphadrive-demo: error: `max_steps` must be positive, got 0.
+    """
+
+    def decorate(main: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(main)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return main(*args, **kwargs)
+            except KeyboardInterrupt:
+                if os.environ.get(TRACEBACK_ENV, "") not in ("", "0"):
+                    raise
+                sys.stderr.write(f"\n{prog}: interrupted; re-run the same command to resume (docs/errors.md).\n")
+                raise SystemExit(130) from None
+            except Exception as error:  # noqa: BLE001 - every failure ends in one line, unless asked for the traceback
+                if os.environ.get(TRACEBACK_ENV, "") not in ("", "0"):
+                    raise
+                sys.stderr.write(f"{prog}: error: {error_line(error)}\n")
+                raise SystemExit(2) from None
+
+        return run
+
+    return decorate
+
+
+def error_line(error: BaseException) -> str:
+    """The one-line message of `error`: its text for input errors, else its type, its text and how to see the
+    traceback."""
+    message = " ".join(str(error).split()) or type(error).__name__
+    if isinstance(error, KeyError) and len(error.args) == 1:
+        message = f"missing key {error.args[0]!r}"
+    if isinstance(error, _INPUT_ERRORS):
+        return message
+    return f"{type(error).__name__}: {message} (set {TRACEBACK_ENV}=1 for the full traceback)"
+
+
+def parse_recipe(parser: TrlParser, argv: Sequence[str] | None = None) -> tuple[Any, ...]:
+    """`parser.parse_args_and_config`, failing on an unknown recipe key or flag with its name and the closest valid
+    one (TRL's message lists the raw strings and suggests changing the dataclass)."""
+    args = list(argv) if argv is not None else sys.argv[1:]
+    *parsed, from_recipe, from_cli = parser.parse_args_and_config(
+        args=args, return_remaining_strings=True, separate_remaining_strings=True
+    )
+    valid = sorted({action.dest for action in parser._actions if action.dest != "help"})
+    problems = []
+    recipe = args[args.index("--config") + 1] if "--config" in args[:-1] else None
+    for where, remaining in ((f"in recipe {recipe}", from_recipe[::2]), ("on the command line", from_cli)):
+        for item in remaining:
+            if where.startswith("on") and not item.startswith("--"):
+                continue  # the value of an unknown flag
+            key = item.lstrip("-").split("=", 1)[0]
+            close = difflib.get_close_matches(key, valid, n=1)
+            hint = f"did you mean `{close[0]}`?" if close else "remove it; `--help` lists the valid keys"
+            problems.append(f"unknown key `{key}` {where} ({hint})")
+    if problems:
+        raise ValueError("; ".join(problems))
+    return tuple(parsed)
+
+
+def check_model_path(model_name_or_path: str) -> None:
+    """Fail with a clear message when `model_name_or_path` is clearly a local path (absolute, `./`, `../`, `~`, or
+    more than one `/`) that does not exist; transformers would report it as a malformed Hub repo id."""
+    name = str(model_name_or_path)
+    looks_local = name.startswith(("/", ".", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name
+    if looks_local and not os.path.exists(os.path.expanduser(name)):
+        raise FileNotFoundError(
+            f"`model_name_or_path` {name!r} does not exist; point it at a saved model directory (e.g. the "
+            f"output_dir of the SFT run) or a Hub model id such as Qwen/Qwen2-VL-2B-Instruct."
+        )
 
 
 def load_stage_splits(
@@ -26,6 +117,8 @@ def load_stage_splits(
     recipes, so the stages never share a row) and to `max_train_samples`; with `wants_eval`, the test split cut to
     `max_eval_samples`. A missing split fails with the splits the dataset has (`eval_hint`: how to turn evaluation
     off in this stage's recipe)."""
+    from .data import load_driving_dataset, split_for_stages
+
     dataset = load_driving_dataset(script_args.dataset_name, validate=script_args.validate_dataset)
     if script_args.dataset_train_split not in dataset:
         raise ValueError(
@@ -55,6 +148,9 @@ def load_stage_splits(
 
 def setup_logging(training_args: TrainingArguments, logger: logging.Logger) -> None:
     """Log to stdout at the process's level (main process `info`, others `warning` by default)."""
+    import datasets
+    import transformers
+
     logging.basicConfig(
         format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
         datefmt="%Y-%m-%d %H:%M:%S",
@@ -68,12 +164,73 @@ def setup_logging(training_args: TrainingArguments, logger: logging.Logger) -> N
     transformers.utils.logging.enable_explicit_format()
 
 
-def last_checkpoint(training_args: TrainingArguments, logger: logging.Logger) -> str | None:
-    """The newest `checkpoint-*` in the output directory, so re-running a killed command resumes it."""
-    found = get_last_checkpoint(training_args.output_dir) if os.path.isdir(training_args.output_dir) else None
-    if found is not None and training_args.resume_from_checkpoint is None:
-        logger.info(f"Checkpoint detected, resuming training at {found}.")
-    return found
+_WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "adapter_model.safetensors",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+_CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")  # transformers' PREFIX_CHECKPOINT_DIR
+
+
+def incomplete_reason(checkpoint_dir: str) -> str | None:
+    """Why `checkpoint_dir` cannot be resumed from, or None when it is complete.
+
+    The Trainer writes `trainer_state.json` last, after the weights, optimizer, scheduler and RNG states, so a run
+    killed while saving leaves a checkpoint without it (or with it cut short); DeepSpeed checkpoints keep their weights
+    in `global_step*/`.
+    """
+    state_path = os.path.join(checkpoint_dir, "trainer_state.json")
+    if not os.path.isfile(state_path):
+        return "no trainer_state.json"
+    try:
+        with open(state_path) as f:
+            json.load(f)
+    except (OSError, ValueError):
+        return "trainer_state.json is cut short"
+    has_weights = any(os.path.isfile(os.path.join(checkpoint_dir, name)) for name in _WEIGHT_FILES)
+    has_deepspeed = any(name.startswith("global_step") for name in os.listdir(checkpoint_dir))
+    if not (has_weights or has_deepspeed):
+        return "no model weights"
+    return None
+
+
+def last_checkpoint(
+    training_args: TrainingArguments, logger: logging.Logger, model_name_or_path: str | None = None
+) -> str | None:
+    """The newest complete `checkpoint-*` in the output directory, so re-running a killed command resumes it.
+
+    A checkpoint a kill left half-written (`incomplete_reason`) is skipped with a warning, and the one before it is
+    used. With `model_name_or_path`, warns when the checkpoint was trained from another model: resuming continues the
+    checkpoint's weights, not the new model's.
+    """
+    from .configs import load_driving_config
+
+    output_dir = training_args.output_dir
+    if training_args.resume_from_checkpoint is not None or not os.path.isdir(output_dir):
+        return None
+    steps = sorted(
+        (int(match.group(1)), name)
+        for name in os.listdir(output_dir)
+        if (match := _CHECKPOINT_RE.match(name)) and os.path.isdir(os.path.join(output_dir, name))
+    )
+    for _, name in reversed(steps):
+        checkpoint = os.path.join(output_dir, name)
+        reason = incomplete_reason(checkpoint)
+        if reason is not None:
+            logger.warning(f"Skipping incomplete checkpoint {checkpoint} ({reason}; a run was stopped while saving).")
+            continue
+        logger.warning(f"Resuming training from {checkpoint}; delete it or set another `output_dir` to start over.")
+        trained_from = load_driving_config(checkpoint, known_only=False).get("model_name_or_path")
+        if model_name_or_path is not None and trained_from is not None and trained_from != model_name_or_path:
+            logger.warning(
+                f"{checkpoint} was trained from {trained_from!r}, not from `model_name_or_path` "
+                f"{model_name_or_path!r}: resuming continues the checkpoint's weights. Set another `output_dir` to "
+                f"train {model_name_or_path!r} from the start."
+            )
+        return checkpoint
+    return None
 
 
 def train_and_save(
@@ -83,9 +240,13 @@ def train_and_save(
     checkpoint: str | None,
     stage: str,
     logger: logging.Logger,
+    model_name_or_path: str | None = None,
 ) -> None:
     """Train (resuming from `checkpoint` or the recipe's `resume_from_checkpoint`), then save the model, the processor
-    and `alphadrive_config.json` (so evaluation rebuilds the same prompts), a model card, and push when asked."""
+    and `alphadrive_config.json` (so evaluation rebuilds the same prompts; it also records `model_name_or_path`), a
+    model card, and push when asked."""
+    from .configs import save_driving_config
+
     logger.info("*** Train ***")
     train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint or checkpoint)
     metrics = train_result.metrics
@@ -97,7 +258,7 @@ def train_and_save(
     logger.info("*** Save model ***")
     trainer.save_model(training_args.output_dir)  # the Trainer saves the processor with the weights
     if trainer.accelerator.is_main_process:
-        save_driving_config(training_args.output_dir, script_args)
+        save_driving_config(training_args.output_dir, script_args, model_name_or_path)
         trainer.create_model_card(
             dataset_name=script_args.dataset_name, tags=["alphadrive", "driving", stage, "vision-language"]
         )

@@ -52,6 +52,7 @@ from .actions import (
     parse_plan,
     plan_to_string,
 )
+from .entrypoint import command
 
 logger = logging.getLogger(__name__)
 
@@ -1262,6 +1263,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@command("alphadrive-eval")
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

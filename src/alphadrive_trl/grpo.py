@@ -50,7 +50,15 @@ from .actions import ALL_PLANS, completion_to_text, parse_answer_strict
 from .checkpointing import QwenVLCheckpointMixin
 from .configs import DrivingGRPOConfig, DrivingScriptArguments
 from .data import DrivingDataError, apply_image_budget
-from .entrypoint import last_checkpoint, load_stage_splits, setup_logging, train_and_save
+from .entrypoint import (
+    check_model_path,
+    command,
+    last_checkpoint,
+    load_stage_splits,
+    parse_recipe,
+    setup_logging,
+    train_and_save,
+)
 from .prompts import completion_text, to_grpo_example
 from .rewards import REWARD_REGISTRY, format_reward, get_reward_funcs
 from .sft import SaveDrivingConfigCallback, load_model
@@ -290,7 +298,8 @@ def train_grpo(
             f"({', '.join(training_args.reward_funcs)}); give one weight per reward, in the same order."
         )
 
-    checkpoint = last_checkpoint(training_args, logger)
+    check_model_path(model_args.model_name_or_path)
+    checkpoint = last_checkpoint(training_args, logger, model_args.model_name_or_path)
 
     train_dataset, eval_dataset = load_grpo_datasets(script_args, training_args)
 
@@ -320,10 +329,10 @@ def train_grpo(
         eval_dataset=eval_dataset,
         processing_class=processor,
         peft_config=get_peft_config(model_args),
-        callbacks=[SaveDrivingConfigCallback(script_args), *(callbacks or [])],
+        callbacks=[SaveDrivingConfigCallback(script_args, model_args.model_name_or_path), *(callbacks or [])],
     )
 
-    train_and_save(trainer, script_args, training_args, checkpoint, "grpo", logger)
+    train_and_save(trainer, script_args, training_args, checkpoint, "grpo", logger, model_args.model_name_or_path)
     return trainer
 
 
@@ -331,9 +340,10 @@ def make_parser() -> TrlParser:
     return TrlParser((DrivingScriptArguments, DrivingGRPOConfig, ModelConfig))
 
 
+@command("alphadrive-grpo")
 def main(argv: list[str] | None = None) -> None:
     """`alphadrive-grpo --config recipe.yaml [--flag value ...]`: CLI flags override the recipe."""
-    script_args, training_args, model_args = make_parser().parse_args_and_config(args=argv)
+    script_args, training_args, model_args = parse_recipe(make_parser(), argv)
     trainer = train_grpo(script_args, training_args, model_args)
     if hasattr(trainer, "end"):  # transformers >= 5.18: finish trackers, destroy the process group
         trainer.end()

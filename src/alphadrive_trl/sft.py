@@ -47,7 +47,15 @@ from .checkpointing import QwenVLCheckpointMixin
 from .collator import MultiImageCollator
 from .configs import DrivingScriptArguments, DrivingSFTConfig, save_driving_config
 from .data import apply_image_budget
-from .entrypoint import last_checkpoint, load_stage_splits, setup_logging, train_and_save
+from .entrypoint import (
+    check_model_path,
+    command,
+    last_checkpoint,
+    load_stage_splits,
+    parse_recipe,
+    setup_logging,
+    train_and_save,
+)
 from .prompts import to_sft_example
 
 logger = logging.getLogger(__name__)
@@ -77,14 +85,15 @@ class SaveDrivingConfigCallback(TrainerCallback):
     """Write `alphadrive_config.json` (prompt template, image budget) into every checkpoint, next to the processor
     the Trainer saves there, so any checkpoint is evaluated with the prompts it was trained on."""
 
-    def __init__(self, script_args: DrivingScriptArguments):
+    def __init__(self, script_args: DrivingScriptArguments, model_name_or_path: str | None = None):
         self.script_args = script_args
+        self.model_name_or_path = model_name_or_path
 
     def on_save(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
             checkpoint_dir = os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
             if os.path.isdir(checkpoint_dir):
-                save_driving_config(checkpoint_dir, self.script_args)
+                save_driving_config(checkpoint_dir, self.script_args, self.model_name_or_path)
         return control
 
 
@@ -285,7 +294,8 @@ def train_sft(
     logger.info(f"Model parameters {model_args}")
     logger.info(f"Script parameters {script_args}")
 
-    checkpoint = last_checkpoint(training_args, logger)
+    check_model_path(model_args.model_name_or_path)
+    checkpoint = last_checkpoint(training_args, logger, model_args.model_name_or_path)
 
     train_dataset, eval_dataset = load_sft_datasets(script_args, training_args)
 
@@ -304,10 +314,10 @@ def train_sft(
         eval_dataset=eval_dataset,
         processing_class=processor,
         peft_config=get_peft_config(model_args),
-        callbacks=[SaveDrivingConfigCallback(script_args), *(callbacks or [])],
+        callbacks=[SaveDrivingConfigCallback(script_args, model_args.model_name_or_path), *(callbacks or [])],
     )
 
-    train_and_save(trainer, script_args, training_args, checkpoint, "sft", logger)
+    train_and_save(trainer, script_args, training_args, checkpoint, "sft", logger, model_args.model_name_or_path)
     return trainer
 
 
@@ -315,9 +325,10 @@ def make_parser() -> TrlParser:
     return TrlParser((DrivingScriptArguments, DrivingSFTConfig, ModelConfig))
 
 
+@command("alphadrive-sft")
 def main(argv: list[str] | None = None) -> None:
     """`alphadrive-sft --config recipe.yaml [--flag value ...]`: CLI flags override the recipe."""
-    script_args, training_args, model_args = make_parser().parse_args_and_config(args=argv)
+    script_args, training_args, model_args = parse_recipe(make_parser(), argv)
     trainer = train_sft(script_args, training_args, model_args)
     if hasattr(trainer, "end"):  # transformers >= 5.18: finish trackers, destroy the process group
         trainer.end()

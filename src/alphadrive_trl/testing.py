@@ -51,6 +51,7 @@ from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
 from trl.chat_template_utils import qwen2_5_vl_chat_template, qwen3_vl_chat_template
 
 from .actions import PATH_ACTIONS, SPEED_ACTIONS
+from .entrypoint import command
 
 logger = logging.getLogger(__name__)
 
@@ -355,6 +356,7 @@ def build_tiny_model(
     return model, processor
 
 
+@command("alphadrive-tiny-model")
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="alphadrive-tiny-model",
