@@ -34,6 +34,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from alphadrive_trl.actions import format_answer, parse_answer_strict
+from alphadrive_trl.entrypoint import command
 from data_prep.common import OUTPUT_FORMATS, write_driving_rows
 
 logger = logging.getLogger(__name__)
@@ -195,6 +196,8 @@ class ImportReport:
     total: int = 0
     converted: int = 0
     skipped: list[tuple[int, str]] = field(default_factory=list)
+    # (record index, id in the record or derived from its image, the unique id it was given)
+    renamed: list[tuple[int, str, str]] = field(default_factory=list)
 
     def reasons(self) -> Counter:
         return Counter(reason.split(":", 1)[0] for _, reason in self.skipped)
@@ -205,6 +208,12 @@ class ImportReport:
             lines.append(f"  record {index}: {reason}")
         if len(self.skipped) > 20:
             lines.append(f"  ... and {len(self.skipped) - 20} more (by field: {dict(self.reasons())})")
+        if self.renamed:
+            lines.append(f"{len(self.renamed)} duplicate sample id(s) renamed to keep ids unique")
+            for index, original, sample_id in self.renamed[:20]:
+                lines.append(f"  record {index}: {original!r} -> {sample_id!r}")
+            if len(self.renamed) > 20:
+                lines.append(f"  ... and {len(self.renamed) - 20} more")
         return "\n".join(lines)
 
 
@@ -215,8 +224,26 @@ def _is_embedded_image(item: Any) -> bool:
     return isinstance(item, PIL.Image.Image) or (isinstance(item, dict) and bool(item.get("bytes")))
 
 
+def _check_decodes(image: Any, name: str) -> None:
+    """Decode the whole image, so a truncated or garbage file is reported here and not when training loads it."""
+    import io
+
+    import PIL.Image
+
+    try:
+        if isinstance(image, PIL.Image.Image):
+            image.load()
+            return
+        source = io.BytesIO(image["bytes"]) if isinstance(image, dict) else image
+        with PIL.Image.open(source) as opened:
+            opened.load()
+    except Exception as error:  # noqa: BLE001 - PIL raises OSError, SyntaxError, ValueError... for broken files
+        raise RecordParseError(f"image: cannot decode {name} ({type(error).__name__}: {error})") from error
+
+
 def _images(record: dict, image_root: Path, check_images: bool) -> list[Any]:
-    """Image paths resolved against `image_root` (checked to exist), or embedded images kept as they are."""
+    """Image paths resolved against `image_root` (checked to exist and to decode), or embedded images kept as they
+    are (checked to decode)."""
     image = record.get("image", record.get("images"))
     items = image if isinstance(image, (list, tuple)) else [image]
     if not items or not all(isinstance(item, str) or _is_embedded_image(item) for item in items):
@@ -224,16 +251,27 @@ def _images(record: dict, image_root: Path, check_images: bool) -> list[Any]:
     images = []
     for item in items:
         if not isinstance(item, str):
+            if check_images:
+                _check_decodes(item, "the embedded image")
             images.append(item)
             continue
         path = Path(item) if Path(item).is_absolute() else image_root / item
         if check_images and not path.is_file():
             raise RecordParseError(f"image: file not found: {path}")
+        if check_images:
+            _check_decodes(str(path), str(path))
         images.append(str(path))
     return images
 
 
-def _sample_id(record: dict, images: list[Any], image_root: Path, seen: set[str], index: int | None) -> str:
+def _sample_id(
+    record: dict,
+    images: list[Any],
+    image_root: Path,
+    seen: set[str],
+    index: int | None,
+    renamed: list[tuple[int, str, str]] | None = None,
+) -> str:
     for key in ("sample_id", "id", "question_id", "token"):
         if record.get(key) not in (None, ""):
             candidate = str(record[key])
@@ -252,6 +290,8 @@ def _sample_id(record: dict, images: list[Any], image_root: Path, seen: set[str]
     while sample_id in seen:  # the same image may carry several questions
         suffix += 1
         sample_id = f"{candidate}-{suffix}"
+    if sample_id != candidate and renamed is not None:
+        renamed.append((index if index is not None else len(seen), candidate, sample_id))
     seen.add(sample_id)
     return sample_id
 
@@ -263,8 +303,10 @@ def record_to_row(
     check_images: bool = True,
     seen_ids: set[str] | None = None,
     index: int | None = None,
+    renamed: list[tuple[int, str, str]] | None = None,
 ) -> dict:
-    """Convert one published record into a canonical row; raises `RecordParseError` naming the field."""
+    """Convert one published record into a canonical row; raises `RecordParseError` naming the field. A duplicate id
+    gets a `-2`, `-3`... suffix, recorded in `renamed` when given."""
     if not isinstance(record, dict):
         raise RecordParseError(f"record: expected an object, got {type(record).__name__}")
     problem = record.get("problem")
@@ -282,7 +324,7 @@ def record_to_row(
     images = _images(record, image_root, check_images)
     ego_speed, navigation, reasoning = parse_speed(problem), parse_navigation(problem), parse_reasoning(thinking)
     # The id is taken last, so a record that fails does not reserve one.
-    sample_id = _sample_id(record, images, image_root, seen_ids if seen_ids is not None else set(), index)
+    sample_id = _sample_id(record, images, image_root, seen_ids if seen_ids is not None else set(), index, renamed)
     return {
         "sample_id": sample_id,
         "images": images,
@@ -316,25 +358,43 @@ def read_records(path: str | Path) -> Iterator[dict]:
         return
     if not path.is_file():
         raise FileNotFoundError(f"AlphaDrive input not found: {path}")
-    with path.open(encoding="utf-8") as handle:
-        first = handle.read(1)
-        while first and first.isspace():
-            first = handle.read(1)
-        handle.seek(0)
-        if first == "[":
-            try:
-                records = json.load(handle)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}: not valid JSON ({error})") from error
-            yield from records
-            return
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield json.loads(line)
-            except json.JSONDecodeError as error:
-                yield {"__error__": f"record: line {line_number} is not valid JSON ({error.msg})"}
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")  # a byte-order mark, as some Windows editors write, is accepted
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise ValueError(
+            f"{path}, line {line}: not UTF-8 text (byte {data[error.start]:#04x}); re-save the file as UTF-8"
+        ) from error
+    start = text.lstrip()[:1]
+    if start == "[":
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(
+                f"{path}, line {error.lineno} column {error.colno}: not valid JSON ({error.msg})"
+            ) from error
+        yield from records
+        return
+    if start == "{":
+        try:
+            whole = json.loads(text)
+        except json.JSONDecodeError:
+            whole = None  # several objects: JSONL
+        if isinstance(whole, dict) and "problem" not in whole:
+            lists = [key for key, value in whole.items() if isinstance(value, list)]
+            where = f"; the records may be the list under {lists[0]!r}" if lists else ""
+            raise ValueError(
+                f"{path}: the top level must be a JSON list of records (or one record per line, JSONL), not an "
+                f"object with keys {sorted(whole)}{where}"
+            )
+    for line_number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            yield json.loads(line)
+        except json.JSONDecodeError as error:
+            yield {"__error__": f"record: line {line_number} is not valid JSON ({error.msg})"}
 
 
 def convert_records(
@@ -350,7 +410,11 @@ def convert_records(
         try:
             if isinstance(record, dict) and "__error__" in record:
                 raise RecordParseError(record["__error__"])
-            rows.append(record_to_row(record, image_root, check_images=check_images, seen_ids=seen, index=index))
+            rows.append(
+                record_to_row(
+                    record, image_root, check_images=check_images, seen_ids=seen, index=index, renamed=report.renamed
+                )
+            )
         except RecordParseError as error:
             report.skipped.append((index, str(error)))
     report.converted = len(rows)
@@ -473,6 +537,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@command("data_prep.alphadrive_json")
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args = build_parser().parse_args(argv)

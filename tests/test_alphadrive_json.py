@@ -183,7 +183,7 @@ def test_read_records_json_and_jsonl(tmp_path):
         list(read_records(broken))
 
 
-def test_cli_import_export_round_trip(image_root, tmp_path):
+def test_cli_import_export_round_trip(image_root, tmp_path, capsys):
     from alphadrive_trl.data import load_driving_dataset
     from data_prep.alphadrive_json import main
 
@@ -204,8 +204,15 @@ def test_cli_import_export_round_trip(image_root, tmp_path):
     assert dataset["reasoning"] == ["Junction ahead.", None]
     assert dataset[0]["images"][0].size == (8, 8)
     # An existing output is not replaced silently.
-    with pytest.raises(FileExistsError, match="--overwrite"):
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
         main(["--input", str(source), "--output-dir", str(output)])
+    last = capsys.readouterr().err.splitlines()[-1]  # after the progress bars
+    assert exit_info.value.code == 2
+    assert (
+        last
+        == f"data_prep.alphadrive_json: error: {output} already exists; pass overwrite=True (CLI: --overwrite) to replace it"
+    )
 
     exported = tmp_path / "export" / "alphadrive.jsonl"
     assert main(["--export", str(output), "--output", str(exported)]) == 0
@@ -238,7 +245,7 @@ def test_cli_rejects_mostly_unparsable_input(image_root, tmp_path):
     assert len(lines) == 1 and json.loads(lines[0])["images"] == [str(image_root / "img/a.jpg")]
 
 
-def test_datasets_directory_with_embedded_images(tmp_path):
+def test_datasets_directory_with_embedded_images(tmp_path, capsys):
     from datasets import Dataset, Features, Value
     from datasets import Image as ImageFeature
 
@@ -265,5 +272,82 @@ def test_datasets_directory_with_embedded_images(tmp_path):
         "RIGHT_TURN",
         "turn right",
     )
-    with pytest.raises(ValueError, match="--format jsonl needs image paths"):
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
         main(["--input", str(tmp_path / "published"), "--output-dir", str(tmp_path / "j"), "--format", "jsonl"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "--format jsonl needs image paths" in err and "Traceback" not in err
+
+
+# --- bad input: encodings, wrappers, broken images, duplicate ids (issue 17) --------------------------------------
+
+
+def test_bom_is_accepted_and_bad_bytes_or_json_name_the_file_and_line(tmp_path):
+    with_bom = tmp_path / "bom.json"
+    with_bom.write_bytes(b"\xef\xbb\xbf" + json.dumps([record()]).encode())
+    assert [r["problem"] for r in read_records(with_bom)] == [record()["problem"]]
+    with_bom_jsonl = tmp_path / "bom.jsonl"
+    with_bom_jsonl.write_bytes(b"\xef\xbb\xbf" + (json.dumps(record()) + "\n" + json.dumps(record()) + "\n").encode())
+    assert len(list(read_records(with_bom_jsonl))) == 2
+
+    latin1 = tmp_path / "latin1.jsonl"
+    latin1.write_bytes(json.dumps(record()).encode() + b'\n{"problem": "caf\xe9"}\n')
+    with pytest.raises(ValueError) as error:
+        list(read_records(latin1))
+    assert str(error.value) == f"{latin1}, line 2: not UTF-8 text (byte 0xe9); re-save the file as UTF-8"
+
+    malformed = tmp_path / "malformed.json"
+    malformed.write_text('[\n  {"problem": "a"},\n  {"problem": }\n]')
+    with pytest.raises(ValueError) as error:
+        list(read_records(malformed))
+    assert str(error.value) == f"{malformed}, line 3 column 15: not valid JSON (Expecting value)"
+
+
+def test_an_object_wrapper_says_the_top_level_must_be_a_list(tmp_path):
+    wrapped = tmp_path / "wrapped.json"
+    wrapped.write_text(json.dumps({"version": 1, "data": [record(), record()]}, indent=2))
+    with pytest.raises(ValueError) as error:
+        list(read_records(wrapped))
+    assert str(error.value) == (
+        f"{wrapped}: the top level must be a JSON list of records (or one record per line, JSONL), not an object "
+        "with keys ['data', 'version']; the records may be the list under 'data'"
+    )
+    single = tmp_path / "single.jsonl"  # one record on one line is still a record
+    single.write_text(json.dumps(record()))
+    assert len(list(read_records(single))) == 1
+
+
+def test_broken_images_are_skipped_and_reported_at_import(image_root, tmp_path):
+    from data_prep.alphadrive_json import main
+
+    good = (image_root / "img/a.jpg").read_bytes()
+    (image_root / "img/truncated.jpg").write_bytes(good[: len(good) // 2])
+    (image_root / "img/garbage.jpg").write_bytes(b"not an image at all")
+    records = [record(), record(image="img/truncated.jpg"), record(image="img/garbage.jpg"), record(image="img/b.jpg")]
+    rows, report = convert_records(records, image_root, progress=False)
+    assert [row["images"] for row in rows] == [[str(image_root / "img/a.jpg")], [str(image_root / "img/b.jpg")]]
+    reasons = dict(report.skipped)
+    assert sorted(reasons) == [1, 2]
+    assert reasons[1].startswith(f"image: cannot decode {image_root / 'img/truncated.jpg'} (OSError: ")
+    assert reasons[2].startswith(f"image: cannot decode {image_root / 'img/garbage.jpg'} (UnidentifiedImageError: ")
+
+    # Through the CLI the dataset written holds only the good rows, and it loads.
+    source = image_root / "mixed.json"
+    source.write_text(json.dumps(records))
+    main(["--input", str(source), "--output-dir", str(tmp_path / "out")])
+    from alphadrive_trl.data import load_driving_dataset
+
+    dataset = load_driving_dataset(str(tmp_path / "out"), split="train")
+    assert len(dataset) == 2 and [image.size for row in dataset for image in row["images"]] == [(8, 8), (8, 8)]
+
+
+def test_duplicate_ids_are_reported(image_root):
+    records = [record(id="x"), record(id="y"), record(id="x"), record(id="x")]
+    rows, report = convert_records(records, image_root, progress=False)
+    assert [row["sample_id"] for row in rows] == ["x", "y", "x-2", "x-3"]
+    assert report.renamed == [(2, "x", "x-2"), (3, "x", "x-3")]
+    assert report.summary().splitlines()[1:] == [
+        "2 duplicate sample id(s) renamed to keep ids unique",
+        "  record 2: 'x' -> 'x-2'",
+        "  record 3: 'x' -> 'x-3'",
+    ]

@@ -304,3 +304,21 @@ def test_speed_profile_of_the_yield_rule():
     # From rest at 2 m/s^2 up to 4 m/s (reached at t = 2 s), then cruising.
     distances = _accelerating_distances(0.0, 4.0, 2.0, np.array([1.0, 2.0, 3.0]))
     assert distances.tolist() == [1.0, 4.0, 8.0]
+
+
+@pytest.mark.sim
+def test_rendering_prints_no_xdg_runtime_dir_error(tmp_path):
+    """SDL printed `error: XDG_RUNTIME_DIR is invalid or not set` on every run in a session without one."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("highway_env")
+    code = (
+        "from alphadrive_trl.closed_loop import make_env\n"
+        "env = make_env('highway')\nenv.reset(seed=0)\nprint(env.render().shape)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "XDG_RUNTIME_DIR"}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "(160, 320, 3)"
+    assert "XDG_RUNTIME_DIR" not in result.stderr

@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from .actions import parse_answer_strict
+from .entrypoint import command
 
 # --- scenarios ------------------------------------------------------------------------------------------------------
 
@@ -215,6 +216,7 @@ def make_env(scenario: str | Scenario, frame_size: tuple[int, int] | None = None
     """
     gymnasium = require_highway_env()
     scenario = get_scenario(scenario)
+    _ensure_runtime_dir()
     with warnings.catch_warnings():
         # merge-generic-v0 / intersection-v0 are "out of date" for gymnasium: their v1/v2 successors switch on
         # highway-env 1.12's connected-lane neighbour search for the traffic, which changes its behaviour (and the
@@ -226,6 +228,18 @@ def make_env(scenario: str | Scenario, frame_size: tuple[int, int] | None = None
             config=scenario.episode_config(0, frame_size),
             disable_env_checker=True,
         )
+
+
+def _ensure_runtime_dir() -> None:
+    """Give SDL (pygame's offscreen renderer) a private `XDG_RUNTIME_DIR` when the session has none (containers, cron,
+    SSH without a login session): it prints `error: XDG_RUNTIME_DIR is invalid or not set` otherwise, though rendering
+    works either way."""
+    current = os.environ.get("XDG_RUNTIME_DIR")
+    if current and os.path.isdir(current):
+        return
+    path = os.path.join(tempfile.gettempdir(), f"alphadrive-runtime-{os.getuid()}")
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    os.environ["XDG_RUNTIME_DIR"] = path
 
 
 # highway-env's intersection sets IDMVehicle class attributes (jam distance, comfort accelerations) for its traffic
@@ -1260,6 +1274,7 @@ def _policy_dir_name(spec: str) -> str:
     return os.path.basename(os.path.normpath(spec)) if spec not in BASELINE_POLICIES else spec
 
 
+@command("alphadrive-drive")
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
