@@ -367,6 +367,59 @@ def test_cli_score_and_compare(tmp_path, capsys):
     assert "Predictions file not found" in capsys.readouterr().err
 
 
+def _cli_error(argv, capsys) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" not in err and err.count("\n") == 1, err
+    return err.rstrip("\n")
+
+
+def test_score_names_file_and_line_of_bad_bytes_and_rejects_repeated_ids(tmp_path, capsys):
+    preds = tmp_path / "preds.jsonl"
+    preds.write_bytes(json.dumps(META_RECORDS[0]).encode() + b'\n{"sample_id": "caf\xe9"}\n')
+    assert _cli_error(["score", "--predictions", str(preds), "--output-dir", str(tmp_path / "a")], capsys) == (
+        f"alphadrive-eval score: error: {preds}, line 2: not UTF-8 text (byte 0xe9); predictions files are UTF-8 "
+        "JSONL, as `generate` writes them."
+    )
+    _write_jsonl(preds, [META_RECORDS[0], META_RECORDS[1], META_RECORDS[0]])
+    assert _cli_error(["score", "--predictions", str(preds), "--output-dir", str(tmp_path / "a")], capsys) == (
+        f"alphadrive-eval score: error: {preds}, line 3: sample_id 'a' is already on line 1; each scene must be "
+        "scored once. Remove the repeat (re-running `generate` on the file drops it)."
+    )
+    assert not (tmp_path / "a").exists()
+
+
+def test_compare_names_a_corrupt_metrics_file(tmp_path, capsys):
+    good = tmp_path / "good"
+    score_predictions(_write_jsonl(tmp_path / "preds.jsonl", META_RECORDS), good)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "metrics.json").write_text('{"planning_accuracy": 3')
+    capsys.readouterr()
+    message = _cli_error(["compare", str(good), str(bad)], capsys)
+    assert message.startswith(f"alphadrive-eval compare: error: {bad / 'metrics.json'}: not a valid metrics.json (")
+    assert message.endswith("); run `alphadrive-eval score` again to rewrite it.")
+
+
+def test_report_title_is_the_model_name_and_links_the_real_docs(tmp_path):
+    from pathlib import Path
+
+    from alphadrive_trl.evaluation import metadata_path, model_display_name
+
+    repo = Path(__file__).resolve().parents[1]
+    preds = _write_jsonl(tmp_path / "preds.jsonl", META_RECORDS)
+    checkpoint = tmp_path / "outputs" / "demo-grpo" / "checkpoint-100"
+    metadata_path(preds).write_text(json.dumps({"model": str(checkpoint)}))
+    score_predictions(preds, tmp_path / "eval")
+    report = (tmp_path / "eval" / "report.md").read_text()
+    assert report.splitlines()[0] == "# Driving evaluation: demo-grpo/checkpoint-100"
+    assert "docs/evaluation.md" in report and (repo / "docs" / "evaluation.md").is_file()
+    assert "docs/readme/" not in report
+    assert model_display_name(str(tmp_path / "outputs" / "demo-sft")) == "demo-sft"
+    assert model_display_name("Qwen/Qwen2-VL-2B-Instruct") == "Qwen/Qwen2-VL-2B-Instruct"
+
+
 def test_use_vllm_without_vllm_is_a_clear_error(tmp_path, capsys):
     import importlib.util
 
@@ -415,6 +468,28 @@ def test_trajectory_overlay_reads_front_images_from_the_dataset(tmp_path):
     assert _is_png(tmp_path / "eval" / "trajectory_overlay.png")
 
 
+def test_resume_keeps_every_valid_line_around_a_torn_one(tmp_path, caplog):
+    from alphadrive_trl.evaluation import _done_sample_ids
+
+    valid = [json.dumps(r) for r in META_RECORDS]
+    preds = tmp_path / "preds.jsonl"
+    preds.write_bytes(
+        (valid[0] + "\n" + valid[1][:25] + "\n" + valid[2] + "\n" + '{"sample_id": "x"}\n' + valid[0] + "\n").encode()
+        + b"\xff\xfe\n"
+        + valid[3].encode()  # the last line lost only its newline
+    )
+    with caplog.at_level("WARNING"):
+        done = _done_sample_ids(preds)
+    assert done == {META_RECORDS[i]["sample_id"] for i in (0, 2, 3)}
+    assert preds.read_text().splitlines() == [valid[0], valid[2], valid[3]]
+    assert caplog.messages == [
+        f"{preds}: dropping broken line(s) 2, 4, 6, repeated sample_id line(s) 5 before resuming; those samples are "
+        "generated again."
+    ]
+    caplog.clear()
+    assert _done_sample_ids(preds) == done and caplog.messages == []  # clean now: nothing rewritten
+
+
 def _test_split(dataset_dir):
     from alphadrive_trl.data import load_driving_dataset
 
@@ -452,6 +527,16 @@ def test_generate_end_to_end_with_resume(tiny_model_dir, tiny_dataset_dir, tmp_p
     # Everything done: a third run generates nothing.
     assert main([*args, "--max-samples", "6"]) == 0
     assert preds.read_text().splitlines() == lines
+
+    # A torn line in the middle (issue 17: everything after it was dropped and sampled again): every valid line is
+    # kept, only the broken scene is generated again (appended), with the same greedy answer.
+    preds.write_text("\n".join([*lines[:2], lines[2][:20], *lines[3:]]) + "\n")
+    assert main([*args, "--max-samples", "6"]) == 0
+    resumed = preds.read_text().splitlines()
+    assert resumed[:5] == [*lines[:2], *lines[3:]]
+    assert json.loads(resumed[5])["sample_id"] == test_rows["sample_id"][2]
+    assert json.loads(resumed[5])["completion"] == json.loads(lines[2])["completion"]
+    lines = resumed
     # Other settings than the file was made with: refused, nothing appended.
     with pytest.raises(SystemExit):
         main([*args[:-1], "3", "--max-samples", "8"])

@@ -12,7 +12,7 @@ measured: does it crash, how fast and how far does it get, does it reach the end
   intersections), `KeepPolicy` (always `IDLE`, i.e. `KEEP, STRAIGHT`), `RandomPolicy`, and `VLMPolicy` for a trained
   checkpoint (meta-action answers; checkpoints trained with the `trajectory` prompt template drive from the meta-action
   derived from their predicted waypoints by the shared labeller).
-- **Plan -> simulator action**: `plan_to_meta_action` (table in `docs/readme/closed_loop.md`).
+- **Plan -> simulator action**: `plan_to_meta_action` (table in `docs/closed_loop.md`).
 - **Metrics**: `summarize_episodes` (definitions in its docstring and in the README page).
 
 CLI (`alphadrive-drive`, or `python -m alphadrive_trl.closed_loop`):
@@ -220,7 +220,7 @@ def make_env(scenario: str | Scenario, frame_size: tuple[int, int] | None = None
     with warnings.catch_warnings():
         # merge-generic-v0 / intersection-v0 are "out of date" for gymnasium: their v1/v2 successors switch on
         # highway-env 1.12's connected-lane neighbour search for the traffic, which changes its behaviour (and the
-        # measured baselines); the v0 dynamics are the ones documented in docs/readme/closed_loop.md.
+        # measured baselines); the v0 dynamics are the ones documented in docs/closed_loop.md.
         warnings.filterwarnings("ignore", message=".*is out of date.*")
         return gymnasium.make(
             scenario.env_id,

@@ -12,7 +12,7 @@ Metrics are percentages (0-100) unless they are counts or metres. The AlphaDrive
 reproduced twice: `planning_accuracy` parses the answer strictly (`actions.parse_answer_strict`), and
 `legacy_planning_accuracy` is the published evaluation code's definition (both ground-truth words occur anywhere in
 the completion text, case-sensitive substring search), kept so numbers can be compared with the paper's tables.
-`docs/readme/evaluation.md` defines every metric.
+`docs/evaluation.md` defines every metric.
 
 Example:
     >>> from alphadrive_trl.evaluation import compute_metrics
@@ -100,14 +100,23 @@ def metadata_path(predictions_path: str | os.PathLike) -> Path:
 def read_predictions(path: str | os.PathLike) -> list[dict[str, Any]]:
     """Read a predictions JSONL file and check every line has what `score` needs.
 
-    Raises `ValueError` naming the line number (and `sample_id`) and the field on the first bad record.
+    Raises `ValueError` naming the line number (and `sample_id`) and the field on the first bad record, and on a
+    `sample_id` seen twice (it would be counted twice).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Predictions file not found: {path}")
     records = []
-    with open(path) as f:
-        for line_number, line in enumerate(f, start=1):
+    first_line: dict[str, int] = {}
+    with open(path, "rb") as f:
+        for line_number, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise ValueError(
+                    f"{path}, line {line_number}: not UTF-8 text (byte {raw[err.start]:#04x}); predictions files are "
+                    "UTF-8 JSONL, as `generate` writes them."
+                ) from err
             if not line.strip():
                 continue
             try:
@@ -118,6 +127,13 @@ def read_predictions(path: str | os.PathLike) -> list[dict[str, Any]]:
             if problem:
                 sample_id = record.get("sample_id") if isinstance(record, dict) else None
                 raise ValueError(f"{path}, line {line_number} (sample_id={sample_id!r}): {problem}")
+            sample_id = str(record["sample_id"])
+            if sample_id in first_line:
+                raise ValueError(
+                    f"{path}, line {line_number}: sample_id {sample_id!r} is already on line {first_line[sample_id]}; "
+                    "each scene must be scored once. Remove the repeat (re-running `generate` on the file drops it)."
+                )
+            first_line[sample_id] = line_number
             records.append(record)
     if not records:
         raise ValueError(f"{path} holds no predictions.")
@@ -148,26 +164,51 @@ def _record_problem(record: Any) -> str | None:
 
 
 def _done_sample_ids(path: Path) -> set[str]:
-    """Sample ids already in a predictions file; drops a torn last line left by a crash mid-write."""
+    """Sample ids already in a predictions file, so a resumed `generate` redoes only what is missing or broken.
+
+    Every valid line is kept wherever it is; a line a crash tore (not JSON, not UTF-8, not a complete prediction) and
+    a repeated `sample_id` are dropped with a warning naming their line numbers, and the file is rewritten atomically
+    without them.
+    """
     if not path.is_file():
         return set()
     done: set[str] = set()
-    good_bytes = 0
+    kept: list[bytes] = []
+    broken: list[int] = []
+    repeated: list[int] = []
     with open(path, "rb") as f:
-        for raw in f:
-            try:
-                record = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                break
-            if not raw.endswith(b"\n"):
-                break
+        raw_lines = f.read().splitlines()
+    for line_number, raw in enumerate(raw_lines, start=1):
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw.decode("utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            record = None
+        if record is None or _record_problem(record) is not None:
+            broken.append(line_number)
+        elif str(record["sample_id"]) in done:
+            repeated.append(line_number)
+        else:
             done.add(str(record["sample_id"]))
-            good_bytes += len(raw)
-    if good_bytes != path.stat().st_size:
-        logger.warning("Dropping an incomplete last line from %s before resuming.", path)
-        with open(path, "r+b") as f:
-            f.truncate(good_bytes)
+            kept.append(raw)
+    if broken or repeated:
+        dropped = ", ".join(
+            part
+            for part in (
+                f"broken line(s) {_line_list(broken)}" if broken else "",
+                f"repeated sample_id line(s) {_line_list(repeated)}" if repeated else "",
+            )
+            if part
+        )
+        logger.warning("%s: dropping %s before resuming; those samples are generated again.", path, dropped)
+        _write_text_atomic(path, "".join(line.decode("utf-8") + "\n" for line in kept))
     return done
+
+
+def _line_list(numbers: list[int], limit: int = 10) -> str:
+    shown = ", ".join(map(str, numbers[:limit]))
+    return shown + (f" and {len(numbers) - limit} more" if len(numbers) > limit else "")
 
 
 def _write_json_atomic(path: Path, payload: Any) -> None:
@@ -689,7 +730,7 @@ def render_report(
     lines += [
         f"{metrics['num_samples']} samples. Percentages are 0-100. *Strict* metrics parse the last `<answer>` block "
         "(exactly one SPEED and one PATH word); *legacy* is the published AlphaDrive substring check. See "
-        "docs/readme/evaluation.md for every definition.",
+        "docs/evaluation.md for every definition.",
         "",
         "## Headline",
         "",
@@ -820,7 +861,7 @@ def score_predictions(
         dataset=dataset or meta.get("dataset"),
         split=split or meta.get("split"),
         num_overlays=num_overlays,
-        title=f"Driving evaluation: {meta['model']}" if meta.get("model") else None,
+        title=f"Driving evaluation: {model_display_name(meta['model'])}" if meta.get("model") else None,
     )
     return metrics
 
@@ -833,6 +874,24 @@ def _is_trajectory_template(name: str) -> bool | None:
         return None
     template = PROMPT_TEMPLATES.get(name)
     return None if template is None else bool(template.with_trajectory)
+
+
+def model_display_name(model: str) -> str:
+    """A short name for a model in report titles: the directory name of a local model (with its run directory for a
+    `checkpoint-N`), or the Hub id as it is.
+
+    Example:
+        >>> model_display_name("/home/me/alphadrive/outputs/demo-grpo/checkpoint-100")
+        'demo-grpo/checkpoint-100'
+        >>> model_display_name("Qwen/Qwen2-VL-2B-Instruct")
+        'Qwen/Qwen2-VL-2B-Instruct'
+    """
+    path = Path(model)
+    if not path.is_absolute():
+        return model
+    if path.name.startswith("checkpoint-") and path.parent.name:
+        return f"{path.parent.name}/{path.name}"
+    return path.name or model
 
 
 def _read_metadata(predictions: str | os.PathLike) -> dict[str, Any]:
@@ -855,8 +914,14 @@ def load_metrics(run: str | os.PathLike) -> dict[str, Any]:
         path = path / METRICS_FILE
     if not path.is_file():
         raise FileNotFoundError(f"No {METRICS_FILE} at {path}; run `alphadrive-eval score` first.")
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except ValueError as err:  # not JSON, or not UTF-8
+        raise ValueError(
+            f"{path}: not a valid {METRICS_FILE} ({' '.join(str(err).split())}); run `alphadrive-eval score` again to "
+            "rewrite it."
+        ) from err
 
 
 def compare_runs(runs: Sequence[str | os.PathLike], names: Sequence[str] | None = None) -> str:
