@@ -438,7 +438,9 @@ def test_registry_names_and_unknown_names():
         "path_planning_release",
     }
     assert required <= set(REWARD_REGISTRY)
-    funcs = get_reward_funcs(sorted(REWARD_REGISTRY), trajectory_scale=3.0, unused_option=1)
+    funcs = get_reward_funcs(
+        sorted(REWARD_REGISTRY), trajectory_scale=3.0
+    )  # options a reward does not take are ignored by it
     assert [f.__name__ for f in funcs] == sorted(REWARD_REGISTRY)
     with pytest.raises(ValueError, match=r"Unknown reward name\(s\) 'acuracy'.*valid names: format, format_strict"):
         get_reward_funcs(["format", "acuracy"])
@@ -461,6 +463,7 @@ def test_rewards_pickle_with_their_names():
         assert clone.__name__ == reward.__name__
         completions = [answer("STOP", "LEFT_TURN"), answer("STOP", "STRAIGHT")]
         kwargs = dict(prompts=["p", "p"], completions=completions, speed_action=["STOP"] * 2, path_action=["X"] * 2)
+        kwargs["trajectory"] = [None, None]  # trajectory_accuracy needs the column (a missing cell scores 0.0)
         assert clone(**kwargs) == reward(**kwargs)
 
 
@@ -529,6 +532,7 @@ def test_arbitrary_completions_never_raise(completions, prompt_ids, odd_prompt):
         completions=completions,
         speed_action=["KEEP"] * n,
         path_action=["LEFT_TURN"] * n,
+        trajectory=[None] * n,  # the canonical schema always has the column; meta-action data leaves it empty
         trainer_state=None,
         log_metric=lambda name, value: None,
     )
@@ -570,6 +574,7 @@ def test_registry_rewards_plug_into_plain_grpo_trainer(tmp_path, tiny_model_dir)
                 "speed_action": speed,
                 "path_action": path,
                 "sample_id": f"s{i}",
+                "trajectory": None,  # the canonical schema's column, empty in meta-action data
             }
             for i, (speed, path) in enumerate(rows * 2)
         ]
@@ -612,3 +617,66 @@ def test_registry_rewards_plug_into_plain_grpo_trainer(tmp_path, tiny_model_dir)
             assert math.isfinite(entry[f"rewards/{name}/mean"]), name
         for metric in ("planning/speed_f1", "planning/path_f1", "planning/valid_answer"):
             assert 0.0 <= entry[metric] <= 1.0
+
+
+# --- faults and bad input (issue 17) -------------------------------------------------------------------------------
+
+
+def test_cache_never_changes_a_result_when_messages_are_edited_in_place():
+    """The per-batch cache used to compare completions by identity: re-scoring the same message objects after
+    editing their content gave the old values."""
+    (speed,) = rewards.get_reward_funcs(["speed_planning"], diversity="none")
+    prompts = [[{"role": "user", "content": "scene"}]] * 2
+    completions = [
+        [{"role": "assistant", "content": "<think> a </think> <answer> STOP, STRAIGHT </answer>"}],
+        [{"role": "assistant", "content": "<think> b </think> <answer> KEEP, STRAIGHT </answer>"}],
+    ]
+    columns = {"speed_action": ["STOP", "STOP"], "path_action": ["STRAIGHT", "STRAIGHT"]}
+    assert speed(prompts=prompts, completions=completions, **columns) == [1.0, 0.0]
+    completions[0][0]["content"] = "<think> a </think> <answer> KEEP, STRAIGHT </answer>"
+    completions[1][0]["content"] = "<think> b </think> <answer> STOP, STRAIGHT </answer>"
+    assert speed(prompts=prompts, completions=completions, **columns) == [0.0, 1.0]
+    # Prompts edited in place regroup the completions (paper diversity depends on the groups).
+    (diverse,) = rewards.get_reward_funcs(["speed_planning"])
+    same = [[{"role": "user", "content": "scene"}], [{"role": "user", "content": "scene"}]]
+    both_stop = [[{"role": "assistant", "content": "<answer> STOP, STRAIGHT </answer>"}]] * 2
+    assert diverse(prompts=same, completions=both_stop, **columns) == [0.8, 0.8]  # one group: 1 - min(0.2, 1)
+    same[1][0]["content"] = "another scene"
+    assert diverse(prompts=same, completions=both_stop, **columns) == [1.0, 1.0]  # two groups of one
+
+
+def test_unknown_reward_options_are_rejected_with_the_valid_ones():
+    with pytest.raises(ValueError) as error:
+        rewards.get_reward_funcs(["speed_planning"], diversity_mode="foo")
+    assert str(error.value) == (
+        "Unknown reward option(s) 'diversity_mode' (did you mean 'diversity'?); valid options: diversity, "
+        "diversity_cap, diversity_weight, path_weights, speed_weights, trajectory_labeller, trajectory_scale."
+    )
+    with pytest.raises(ValueError, match=r"^Unknown reward option\(s\) 'colour'; valid options: diversity, "):
+        rewards.get_reward_funcs(["format"], colour="red")
+    # Every option the GRPO config passes is known.
+    from alphadrive_trl.configs import DrivingGRPOConfig
+
+    options = DrivingGRPOConfig("unused", use_cpu=True, bf16=False).reward_options()
+    assert set(options) == rewards.reward_option_names()
+    assert [f.__name__ for f in rewards.get_reward_funcs(["speed_planning", "format"], **options)] == [
+        "speed_planning",
+        "format",
+    ]
+
+
+def test_trajectory_accuracy_without_a_trajectory_column_raises_like_the_planning_rewards():
+    (accuracy,) = rewards.get_reward_funcs(["trajectory_accuracy"])
+    (speed,) = rewards.get_reward_funcs(["speed_planning"])
+    completion = (
+        "<answer> KEEP, STRAIGHT </answer> <trajectory> [5,0] [10,0] [15,0] [20,0] [25,0] [30,0] </trajectory>"
+    )
+    with pytest.raises(ValueError) as error:
+        accuracy(completions=[completion], ego_speed=[5.0])
+    assert str(error.value) == (
+        "Reward 'trajectory_accuracy' needs the expert waypoints: a `trajectory` column (6 [x, y] points per row, "
+        "e.g. from data_prep.synthetic or data_prep.nuscenes); the call had columns ['ego_speed']."
+    )
+    with pytest.raises(ValueError, match=r"^Reward 'speed_planning' needs the ground truth"):
+        speed(completions=[completion], ego_speed=[5.0])
+    assert accuracy(completions=[completion], trajectory=[None], ego_speed=[5.0]) == [0.0]  # a missing cell: 0.0

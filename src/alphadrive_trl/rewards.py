@@ -36,8 +36,9 @@ by type only; pixels are not compared) plus the `sample_id` column when present,
 but different ids never share a group. Without `prompts`, the whole call is one group. A group split across two calls
 (TRL scores each process's slice separately) is treated as two independent groups, one per call.
 
-Texts, groups and parses are computed once per batch and shared by all the rewards of a TRL step (TRL hands each the
-same lists), and parses are memoised per text.
+Groups and parses are computed once per batch and shared by all the rewards of a TRL step, and parses are memoised
+per text. A call reuses the last batch only when its completion texts, prompt keys and sample ids are equal to that
+batch's, so the cache never changes a result (messages edited in place are new content).
 
 Example:
     >>> from alphadrive_trl.rewards import get_reward_funcs
@@ -51,9 +52,10 @@ Example:
 
 from __future__ import annotations
 
+import difflib
 import functools
+import inspect
 import math
-import operator
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -190,14 +192,23 @@ def prompt_group_key(prompt: Any) -> Any:
 
 def _group_ids(prompts: Sequence[Any] | None, n: int, sample_ids: Sequence[Any] | None) -> list[int]:
     """Group index of each completion: completions with the same prompt (and `sample_id`) share one."""
+    return _groups_of_keys(_prompt_keys(prompts, n), n, sample_ids)
+
+
+def _prompt_keys(prompts: Sequence[Any] | None, n: int) -> tuple[Any, ...] | None:
     if prompts is None:
-        return [0] * n
+        return None
     if len(prompts) != n:
         raise ValueError(f"Got {len(prompts)} prompts for {n} completions; they must be aligned (one per completion).")
+    return tuple(prompt_group_key(prompt) for prompt in prompts)
+
+
+def _groups_of_keys(keys: tuple[Any, ...] | None, n: int, sample_ids: Sequence[Any] | None) -> list[int]:
+    if keys is None:
+        return [0] * n
     ids: dict[Any, int] = {}
     groups = []
-    for i, prompt in enumerate(prompts):
-        key = prompt_group_key(prompt)
+    for i, key in enumerate(keys):
         if sample_ids is not None:
             sample_id = sample_ids[i]
             key = (key, sample_id if isinstance(sample_id, (str, int, float, type(None))) else repr(sample_id))
@@ -247,35 +258,29 @@ def _ground_truth(axis: str, n: int, kwargs: Mapping[str, Any], reward_name: str
 class _Batch:
     """What the rewards of one TRL step need, computed once and shared: texts, group ids, predicted words.
 
-    TRL passes the very same `prompts` / `completions` lists to every reward of a step, so the last batch is kept and
-    reused when a call brings the same objects (compared element by element, by identity; the batch holds them, so
-    their ids cannot be recycled meanwhile).
+    Identified by content (completion texts, prompt keys, sample ids), never by object identity: a caller that edits
+    its message objects in place and scores them again gets a new batch, so the cache never changes a result.
     """
 
     def __init__(self, prompts: Sequence[Any] | None, completions: Sequence[Any], sample_ids: Sequence[Any] | None):
-        self.prompts = None if prompts is None else tuple(prompts)
-        self.completions = tuple(completions)
+        self.texts = [completion_to_text(c) for c in completions]
+        self.size = len(self.texts)
+        self.prompt_keys = _prompt_keys(prompts, self.size)
         self.sample_ids = None if sample_ids is None else tuple(sample_ids)
-        self.size = len(self.completions)
-        self._texts: list[str] | None = None
         self._groups: list[int] | None = None
         self._predicted: dict[Predictor, list[AnswerWords]] = {}
 
-    def matches(self, prompts: Any, completions: Any, sample_ids: Any) -> bool:
-        return _same_items(self.completions, completions) and (
-            _same_items(self.prompts, prompts) and _same_items(self.sample_ids, sample_ids)
+    def same_content(self, other: _Batch) -> bool:
+        return (
+            self.texts == other.texts
+            and self.prompt_keys == other.prompt_keys
+            and _same_values(self.sample_ids, other.sample_ids)
         )
-
-    @property
-    def texts(self) -> list[str]:
-        if self._texts is None:
-            self._texts = [completion_to_text(c) for c in self.completions]
-        return self._texts
 
     @property
     def groups(self) -> list[int]:
         if self._groups is None:
-            self._groups = _group_ids(self.prompts, self.size, self.sample_ids)
+            self._groups = _groups_of_keys(self.prompt_keys, self.size, self.sample_ids)
         return self._groups
 
     def predicted(
@@ -307,10 +312,13 @@ def _is_hashable(value: Any) -> bool:
     return True
 
 
-def _same_items(kept: tuple | None, given: Sequence[Any] | None) -> bool:
+def _same_values(kept: tuple | None, given: tuple | None) -> bool:
     if kept is None or given is None:
         return kept is None and given is None
-    return len(kept) == len(given) and all(map(operator.is_, kept, given))
+    try:
+        return len(kept) == len(given) and all(a is b or bool(a == b) for a, b in zip(kept, given))
+    except Exception:  # noqa: BLE001 - values that cannot be compared (arrays) are not the same batch
+        return False
 
 
 _last_batch: _Batch | None = None
@@ -321,10 +329,10 @@ def _batch_for(prompts: Sequence[Any] | None, completions: Sequence[Any], kwargs
     sample_ids = kwargs.get("sample_id")
     if sample_ids is not None and len(sample_ids) != len(completions):
         sample_ids = None
-    last = _last_batch
-    if last is not None and last.matches(prompts, completions, sample_ids):
-        return last
     batch = _Batch(prompts, completions, sample_ids)
+    last = _last_batch
+    if last is not None and last.same_content(batch):
+        return last
     _last_batch = batch
     return batch
 
@@ -749,9 +757,10 @@ REWARD_REGISTRY: dict[str, Callable[..., Callable]] = {
 def get_reward_funcs(names: str | Sequence[str], **options: Any) -> list[Callable]:
     """Reward callables for the registry `names`, in order, each named after its registry key (TRL logs
     `rewards/<name>/mean`). `options` are `DrivingGRPOConfig.reward_options()` (`diversity`, `diversity_cap`,
-    `diversity_weight`, `speed_weights`, `path_weights`, `trajectory_scale`); a reward ignores options it does not
-    take. `speed_planning` / `path_planning` follow the `diversity` option; the `_release` variants always use the
-    release mode.
+    `diversity_weight`, `speed_weights`, `path_weights`, `trajectory_scale`, `trajectory_labeller`); a reward ignores
+    the options it does not take, and an option no reward takes (a misspelling) is an error naming the valid ones.
+    `speed_planning` / `path_planning` follow the `diversity` option; the `_release` variants always use the release
+    mode.
 
     Example:
         >>> [f.__name__ for f in get_reward_funcs("speed_planning_release, format", diversity_weight=0.5)]
@@ -764,7 +773,31 @@ def get_reward_funcs(names: str | Sequence[str], **options: Any) -> list[Callabl
         raise ValueError(
             f"Unknown reward name(s) {', '.join(map(repr, unknown))}; valid names: {', '.join(REWARD_REGISTRY)}."
         )
+    valid = reward_option_names()
+    misspelt = sorted(set(options) - valid)
+    if misspelt:
+        hints = [
+            f"{option!r}"
+            + (f" (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(option, valid, 1)) else "")
+            for option in misspelt
+        ]
+        raise ValueError(f"Unknown reward option(s) {', '.join(hints)}; valid options: {', '.join(sorted(valid))}.")
     return [REWARD_REGISTRY[name](**options) for name in names]
+
+
+def reward_option_names() -> frozenset[str]:
+    """Every option some registry factory takes (its keyword-only parameters).
+
+    Example:
+        >>> sorted(reward_option_names())[:3]
+        ['diversity', 'diversity_cap', 'diversity_weight']
+    """
+    return frozenset(
+        parameter.name
+        for factory in REWARD_REGISTRY.values()
+        for parameter in inspect.signature(factory).parameters.values()
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+    )
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -841,7 +874,8 @@ class TrajectoryAccuracyReward(_DrivingReward):
     (metres) at which the reward falls to 1/e (0.37). 0.0 when the completion has no parsable trajectory or one a car
     could not drive (`trajectory.is_plausible`, including the first step from the `ego_speed` column when present).
     A row without an expert trajectory scores 0.0 for every completion: the same value across its GRPO group, so it
-    adds no advantage, and the registry's promise of finite floats holds. Logs `trajectory/ade` (over the parsed,
+    adds no advantage, and the registry's promise of finite floats holds. A call without a `trajectory` column at
+    all is an error, as for the planning rewards without their ground truth. Logs `trajectory/ade` (over the parsed,
     plausible completions), `trajectory/parsed` and `trajectory/plausible` (shares of the rows with an expert
     trajectory).
 
@@ -870,6 +904,11 @@ class TrajectoryAccuracyReward(_DrivingReward):
         return f"<TrajectoryAccuracyReward {self.__name__} scale={self.scale}>"
 
     def _score(self, batch: _Batch, kwargs: Mapping[str, Any]) -> list[float | None]:
+        if kwargs.get("trajectory") is None:
+            raise ValueError(
+                f"Reward '{self.__name__}' needs the expert waypoints: a `trajectory` column (6 [x, y] points per "
+                f"row, e.g. from data_prep.synthetic or data_prep.nuscenes); the call had columns {sorted(kwargs)}."
+            )
         experts = _column_or_none(kwargs, "trajectory", batch.size)
         speeds = _column_or_none(kwargs, "ego_speed", batch.size)
         rewards: list[float] = []
