@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -29,6 +30,8 @@ from typing import Any
 from datasets import Dataset, DatasetDict, concatenate_datasets, load_from_disk
 
 from alphadrive_trl.data import DRIVING_FEATURES, DrivingDataError, validate_row
+
+logger = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.json"
 
@@ -116,7 +119,25 @@ def write_driving_rows(
             dataset = DatasetDict(
                 {split: Dataset.from_list(rows, features=DRIVING_FEATURES) for split, rows in splits.items()}
             )
-            dataset.save_to_disk(str(tmp))
+            save_splits(dataset, tmp)
+
+
+def save_splits(dataset: DatasetDict, directory: str | Path) -> None:
+    """`dataset.save_to_disk(directory)` without its empty splits, then check that the directory loads.
+
+    `datasets` writes no data file for an empty split and then cannot load the directory at all (`IndexError` in
+    `load_from_disk`), so an empty split is left out with a warning; training on it then fails naming the splits
+    there are. Call it inside `atomic_directory`, so a directory that does not load never replaces the output.
+    """
+    empty = [name for name, split in dataset.items() if len(split) == 0]
+    if len(empty) == len(dataset):
+        raise ValueError(f"every split ({', '.join(dataset)}) is empty; there is nothing to save")
+    if empty:
+        logger.warning(
+            "No rows for split(s) %s: left out of the dataset (too few samples for them).", ", ".join(empty)
+        )
+    DatasetDict({name: split for name, split in dataset.items() if name not in empty}).save_to_disk(str(directory))
+    load_from_disk(str(directory))  # fails here, before the output is replaced, if it would not load later
 
 
 class ChunkStore:

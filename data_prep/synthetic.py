@@ -1119,10 +1119,11 @@ def build_dataset(
     progress: bool = True,
 ):
     """Generate `config.num_samples` rows into `output_dir` (a `DatasetDict` with train/validation/test), resuming
-    finished chunks of an interrupted run, and write the dataset card. Returns the `DatasetDict`."""
+    finished chunks of an interrupted run, and write the dataset card. Returns the `DatasetDict`; a split that gets no
+    row (tiny `num_samples`) is left out of it with a warning."""
     from datasets import DatasetDict
 
-    from data_prep.common import ChunkStore, atomic_directory, atomic_write_text, split_ranges
+    from data_prep.common import ChunkStore, atomic_directory, atomic_write_text, save_splits, split_ranges
 
     output_dir = Path(output_dir)
     if output_dir.exists() and not overwrite:
@@ -1155,12 +1156,13 @@ def build_dataset(
             if executor:
                 executor.shutdown()
     everything = store.load_all(num_chunks)
-    dataset = DatasetDict(
-        {name: everything.select(indices) for name, indices in split_ranges(config.num_samples, splits).items()}
-    )
+    ranges = split_ranges(config.num_samples, splits)
+    # A split too small to get a row (e.g. validation at --num-samples 3) is saved without it (`save_splits`: datasets
+    # cannot reload an empty split); the card lists it with 0 rows. `select` rejects an empty range past the end.
+    dataset = DatasetDict({name: everything.select(indices or []) for name, indices in ranges.items()})
     histogram = class_histogram(everything["speed_action"], everything["path_action"])
     with atomic_directory(output_dir, overwrite=overwrite) as tmp:
-        dataset.save_to_disk(str(tmp))
+        save_splits(dataset, tmp)
         atomic_write_text(tmp / "README.md", dataset_card(config, {k: len(v) for k, v in dataset.items()}, histogram))
     store.cleanup()
     from datasets import load_from_disk

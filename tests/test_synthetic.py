@@ -305,3 +305,43 @@ def test_cli_writes_dataset_and_preview(tmp_path, capsys):
     assert "already exists" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         synthetic.main(["--output-dir", str(tmp_path / "x"), "--image-size", "big"])
+
+
+@pytest.mark.parametrize(
+    ("num_samples", "expected"),
+    [
+        (1, {"train": 1}),
+        (3, {"train": 2, "test": 1}),
+        (7, {"train": 6, "validation": 1}),
+        (8, {"train": 6, "validation": 1, "test": 1}),
+    ],
+)
+def test_tiny_builds_leave_out_empty_splits_and_load(num_samples, expected, tmp_path, caplog):
+    """`--num-samples 1..7` raised IndexError, or wrote an empty split that `load_from_disk` could not read."""
+    out = tmp_path / "tiny"
+    args = ["--output-dir", str(out), "--num-samples", str(num_samples), "--image-size", "32x24"]
+    with caplog.at_level("WARNING", logger="data_prep.common"):
+        assert synthetic.main(args) == 0
+    dataset = load_driving_dataset(out)
+    assert {name: len(split) for name, split in dataset.items()} == expected
+    missing = [name for name in ("train", "validation", "test") if name not in expected]
+    assert caplog.messages == (
+        [f"No rows for split(s) {', '.join(missing)}: left out of the dataset (too few samples for them)."]
+        if missing
+        else []
+    )
+    assert (
+        "Splits: " + ", ".join(f"{name} {expected.get(name, 0)}" for name in ("train", "validation", "test"))
+        in (out / "README.md").read_text()
+    )
+
+
+def test_save_splits_refuses_an_all_empty_dataset(tmp_path):
+    from datasets import Dataset, DatasetDict
+
+    from data_prep.common import save_splits
+
+    empty = Dataset.from_dict({"a": [1]}).select([])
+    with pytest.raises(ValueError, match=r"^every split \(train, test\) is empty; there is nothing to save$"):
+        save_splits(DatasetDict({"train": empty, "test": empty}), tmp_path / "x")
+    assert not (tmp_path / "x").exists()
