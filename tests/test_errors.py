@@ -214,3 +214,22 @@ def test_bitsandbytes_kernel_notice_is_silenced():
     logger = logging.getLogger("bitsandbytes.backends.cpu.ops")
     assert logger.filter(notice) is False
     assert logger.filter(other) is True
+
+
+def test_driving_config_is_written_before_the_trainer_saves(tmp_path):
+    """`alphadrive_config.json` goes into checkpoint-N as soon as the Trainer decides to save, so the Trainer's
+    trainer_state.json stays the last file written and marks the checkpoint complete."""
+    from transformers import TrainerControl, TrainerState, TrainingArguments
+
+    from alphadrive_trl.configs import DrivingScriptArguments
+    from alphadrive_trl.sft import SaveDrivingConfigCallback
+
+    callback = SaveDrivingConfigCallback(DrivingScriptArguments(prompt_template="trajectory"), "base-model")
+    args = TrainingArguments(str(tmp_path), use_cpu=True)
+    state = TrainerState(global_step=3)
+    callback.on_step_end(args, state, TrainerControl(should_save=False))
+    assert not (tmp_path / "checkpoint-3").exists()
+    callback.on_step_end(args, state, TrainerControl(should_save=True))
+    saved = json.loads((tmp_path / "checkpoint-3" / "alphadrive_config.json").read_text())
+    assert saved["prompt_template"] == "trajectory" and saved["model_name_or_path"] == "base-model"
+    assert incomplete_reason(str(tmp_path / "checkpoint-3")) == "no trainer_state.json"  # not complete until then

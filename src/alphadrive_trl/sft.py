@@ -82,18 +82,37 @@ class _GenerationEvalCallback(TrainerCallback):
 
 
 class SaveDrivingConfigCallback(TrainerCallback):
-    """Write `alphadrive_config.json` (prompt template, image budget) into every checkpoint, next to the processor
-    the Trainer saves there, so any checkpoint is evaluated with the prompts it was trained on."""
+    """Write `alphadrive_config.json` (prompt template, image budget, starting model) into every checkpoint, next to
+    the processor the Trainer saves there, so any checkpoint is evaluated with the prompts it was trained on.
+
+    It is written when the Trainer decides to save (`control.should_save` after the step or epoch), before the
+    Trainer writes anything there, so the Trainer's `trainer_state.json` stays the last file of a checkpoint and a
+    checkpoint that has it is complete (`entrypoint.incomplete_reason`); `on_save` writes it again as a fallback.
+    """
 
     def __init__(self, script_args: DrivingScriptArguments, model_name_or_path: str | None = None):
         self.script_args = script_args
         self.model_name_or_path = model_name_or_path
 
+    def _write(self, args, state, create: bool) -> None:
+        if not state.is_world_process_zero:
+            return
+        checkpoint_dir = os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
+        if create or os.path.isdir(checkpoint_dir):
+            save_driving_config(checkpoint_dir, self.script_args, self.model_name_or_path)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if control.should_save:
+            self._write(args, state, create=True)
+        return control
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if control.should_save:
+            self._write(args, state, create=True)
+        return control
+
     def on_save(self, args, state, control, **kwargs):
-        if state.is_world_process_zero:
-            checkpoint_dir = os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
-            if os.path.isdir(checkpoint_dir):
-                save_driving_config(checkpoint_dir, self.script_args, self.model_name_or_path)
+        self._write(args, state, create=False)
         return control
 
 
