@@ -390,6 +390,15 @@ def test_score_names_file_and_line_of_bad_bytes_and_rejects_repeated_ids(tmp_pat
     assert not (tmp_path / "a").exists()
 
 
+def test_generate_with_a_missing_model_path_says_it_does_not_exist(tmp_path, capsys):
+    missing = tmp_path / "outputs" / "demo-grpo"
+    argv = ["generate", "--model", str(missing), "--dataset", str(tmp_path), "--output", str(tmp_path / "p.jsonl")]
+    assert _cli_error(argv, capsys) == (
+        f"alphadrive-eval generate: error: --model '{missing}' does not exist; point it at a saved model directory "
+        "(e.g. the output_dir of the SFT run) or a Hub model id such as Qwen/Qwen2-VL-2B-Instruct."
+    )
+
+
 def test_compare_names_a_corrupt_metrics_file(tmp_path, capsys):
     good = tmp_path / "good"
     score_predictions(_write_jsonl(tmp_path / "preds.jsonl", META_RECORDS), good)

@@ -98,15 +98,16 @@ def parse_recipe(parser: TrlParser, argv: Sequence[str] | None = None) -> tuple[
     return tuple(parsed)
 
 
-def check_model_path(model_name_or_path: str) -> None:
+def check_model_path(model_name_or_path: str, option: str = "`model_name_or_path`") -> None:
     """Fail with a clear message when `model_name_or_path` is clearly a local path (absolute, `./`, `../`, `~`, or
-    more than one `/`) that does not exist; transformers would report it as a malformed Hub repo id."""
+    more than one `/`) that does not exist; transformers would report it as a malformed Hub repo id. `option` is how
+    the message names the setting."""
     name = str(model_name_or_path)
     looks_local = name.startswith(("/", ".", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name
     if looks_local and not os.path.exists(os.path.expanduser(name)):
         raise FileNotFoundError(
-            f"`model_name_or_path` {name!r} does not exist; point it at a saved model directory (e.g. the "
-            f"output_dir of the SFT run) or a Hub model id such as Qwen/Qwen2-VL-2B-Instruct."
+            f"{option} {name!r} does not exist; point it at a saved model directory (e.g. the output_dir of the SFT "
+            "run) or a Hub model id such as Qwen/Qwen2-VL-2B-Instruct."
         )
 
 

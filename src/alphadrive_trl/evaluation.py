@@ -1027,7 +1027,9 @@ def generate_predictions(
 
     from .configs import load_driving_config
     from .data import load_driving_dataset
+    from .entrypoint import check_model_path
 
+    check_model_path(model, "--model")
     saved = load_driving_config(model) if Path(model).is_dir() else {}
     settings = {
         "prompt_template": prompt_template or saved.get("prompt_template") or "default",
