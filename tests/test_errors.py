@@ -73,6 +73,10 @@ def test_misspelt_recipe_key_and_flag_are_named_with_the_fix(tmp_path, capsys):
         "unknown key `seeed` on the command line (did you mean `seed`?)"
     )
     assert not (tmp_path / "outputs").exists()
+    message = one_line_error(
+        sft.main, ["--config", str(SFT_RECIPE), "oops", "--max_steps", "3"], capsys, "alphadrive-sft"
+    )
+    assert message == "unexpected argument 'oops' on the command line (values follow a `--key`)"
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ import os
 import re
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import fields
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the training stack loads in the functions that need it: `command` serves the light commands too
@@ -27,7 +28,7 @@ if TYPE_CHECKING:  # the training stack loads in the functions that need it: `co
 TRACEBACK_ENV = "ALPHADRIVE_TRACEBACK"
 # Errors a user's input causes (a wrong path, value or file): their message is the whole story. Any other exception
 # is a bug or an environment problem, reported with its type and how to see the traceback.
-_INPUT_ERRORS = (ValueError, OSError, ImportError, KeyError)
+_INPUT_ERRORS = (ValueError, OSError, ImportError)
 
 
 def command(prog: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -68,8 +69,6 @@ def error_line(error: BaseException) -> str:
     """The one-line message of `error`: its text for input errors, else its type, its text and how to see the
     traceback."""
     message = " ".join(str(error).split()) or type(error).__name__
-    if isinstance(error, KeyError) and len(error.args) == 1:
-        message = f"missing key {error.args[0]!r}"
     if isinstance(error, _INPUT_ERRORS):
         return message
     return f"{type(error).__name__}: {message} (set {TRACEBACK_ENV}=1 for the full traceback)"
@@ -82,20 +81,26 @@ def parse_recipe(parser: TrlParser, argv: Sequence[str] | None = None) -> tuple[
     *parsed, from_recipe, from_cli = parser.parse_args_and_config(
         args=args, return_remaining_strings=True, separate_remaining_strings=True
     )
-    valid = sorted({action.dest for action in parser._actions if action.dest != "help"})
-    problems = []
+    valid = sorted(field.name for dataclass_type in parser.dataclass_types for field in fields(dataclass_type))
     recipe = args[args.index("--config") + 1] if "--config" in args[:-1] else None
-    for where, remaining in ((f"in recipe {recipe}", from_recipe[::2]), ("on the command line", from_cli)):
-        for item in remaining:
-            if where.startswith("on") and not item.startswith("--"):
-                continue  # the value of an unknown flag
-            key = item.lstrip("-").split("=", 1)[0]
-            close = difflib.get_close_matches(key, valid, n=1)
-            hint = f"did you mean `{close[0]}`?" if close else "remove it; `--help` lists the valid keys"
-            problems.append(f"unknown key `{key}` {where} ({hint})")
+    problems = [_unknown_key(key, f"in recipe {recipe}", valid) for key in from_recipe[::2]]  # `--key value` pairs
+    after_unknown_flag = False
+    for item in from_cli:
+        if item.startswith("-"):
+            problems.append(_unknown_key(item, "on the command line", valid))
+            after_unknown_flag = True
+        elif not after_unknown_flag:  # values after an unknown flag are its values
+            problems.append(f"unexpected argument {item!r} on the command line (values follow a `--key`)")
     if problems:
         raise ValueError("; ".join(problems))
     return tuple(parsed)
+
+
+def _unknown_key(item: str, where: str, valid: list[str]) -> str:
+    key = item.lstrip("-").split("=", 1)[0]
+    close = difflib.get_close_matches(key, valid, n=1)
+    hint = f"did you mean `{close[0]}`?" if close else "remove it; `--help` lists the valid keys"
+    return f"unknown key `{key}` {where} ({hint})"
 
 
 def check_model_path(model_name_or_path: str, option: str = "`model_name_or_path`") -> None:
