@@ -645,6 +645,27 @@ def test_cache_never_changes_a_result_when_messages_are_edited_in_place():
     assert diverse(prompts=same, completions=both_stop, **columns) == [1.0, 1.0]  # two groups of one
 
 
+def test_cache_never_changes_a_result_with_images_in_the_prompts():
+    """TRL puts the PIL images into multimodal prompts; the content check then compares texts and prompt keys."""
+    from PIL import Image
+
+    (speed,) = rewards.get_reward_funcs(["speed_planning"], diversity="none")
+    image = Image.new("RGB", (4, 4))
+    prompts = [[{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": "go"}]}]] * 2
+    completions = [
+        [{"role": "assistant", "content": "<answer> STOP, STRAIGHT </answer>"}],
+        [{"role": "assistant", "content": "<answer> KEEP, STRAIGHT </answer>"}],
+    ]
+    columns = {"speed_action": ["STOP", "STOP"], "path_action": ["STRAIGHT", "STRAIGHT"]}
+    assert rewards._fingerprint(prompts, completions, None) is None
+    assert speed(prompts=prompts, completions=completions, **columns) == [1.0, 0.0]
+    completions[0][0]["content"], completions[1][0]["content"] = (
+        completions[1][0]["content"],
+        "<answer> STOP </answer>",
+    )
+    assert speed(prompts=prompts, completions=completions, **columns) == [0.0, 1.0]
+
+
 def test_unknown_reward_options_are_rejected_with_the_valid_ones():
     with pytest.raises(ValueError) as error:
         rewards.get_reward_funcs(["speed_planning"], diversity_mode="foo")

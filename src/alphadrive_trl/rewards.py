@@ -55,6 +55,7 @@ from __future__ import annotations
 import difflib
 import functools
 import inspect
+import marshal
 import math
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -258,11 +259,21 @@ def _ground_truth(axis: str, n: int, kwargs: Mapping[str, Any], reward_name: str
 class _Batch:
     """What the rewards of one TRL step need, computed once and shared: texts, group ids, predicted words.
 
-    Identified by content (completion texts, prompt keys, sample ids), never by object identity: a caller that edits
-    its message objects in place and scores them again gets a new batch, so the cache never changes a result.
+    Identified by content, never by object identity, so a caller that edits its message objects in place and scores
+    them again gets a new batch and the cache never changes a result. The content check is a byte comparison of the
+    call's `marshal` serialisation (`fingerprint`; C speed, exact for the plain lists, dicts and strings TRL passes);
+    for objects marshal cannot write (images inside multimodal prompts) it compares what the rewards read: the
+    completion texts, the prompt keys and the sample ids.
     """
 
-    def __init__(self, prompts: Sequence[Any] | None, completions: Sequence[Any], sample_ids: Sequence[Any] | None):
+    def __init__(
+        self,
+        prompts: Sequence[Any] | None,
+        completions: Sequence[Any],
+        sample_ids: Sequence[Any] | None,
+        fingerprint: bytes | None = None,
+    ):
+        self.fingerprint = fingerprint
         self.texts = [completion_to_text(c) for c in completions]
         self.size = len(self.texts)
         self.prompt_keys = _prompt_keys(prompts, self.size)
@@ -324,14 +335,26 @@ def _same_values(kept: tuple | None, given: tuple | None) -> bool:
 _last_batch: _Batch | None = None
 
 
+def _fingerprint(prompts: Any, completions: Any, sample_ids: Any) -> bytes | None:
+    """The call's content as bytes (`marshal` format 2: no back-references, so equal bytes mean equal content), or
+    None when it holds objects marshal cannot write."""
+    try:
+        return marshal.dumps((prompts, completions, sample_ids), 2)
+    except (ValueError, TypeError):
+        return None
+
+
 def _batch_for(prompts: Sequence[Any] | None, completions: Sequence[Any], kwargs: Mapping[str, Any]) -> _Batch:
     global _last_batch
     sample_ids = kwargs.get("sample_id")
     if sample_ids is not None and len(sample_ids) != len(completions):
         sample_ids = None
-    batch = _Batch(prompts, completions, sample_ids)
+    fingerprint = _fingerprint(prompts, completions, sample_ids)
     last = _last_batch
-    if last is not None and last.same_content(batch):
+    if last is not None and fingerprint is not None and last.fingerprint == fingerprint:
+        return last
+    batch = _Batch(prompts, completions, sample_ids, fingerprint)
+    if last is not None and fingerprint is None and last.fingerprint is None and last.same_content(batch):
         return last
     _last_batch = batch
     return batch
