@@ -68,6 +68,7 @@ HEADLINE_METRICS: tuple[tuple[str, str], ...] = (
     ("path_accuracy", "%"),
     ("macro_f1_speed", "%"),
     ("macro_f1_path", "%"),
+    ("safety_critical_error_rate", "%"),
     ("parse_rate", "%"),
     ("format_rate", "%"),
     ("mean_distinct_plans", "plans"),
@@ -220,6 +221,11 @@ def legacy_match(completion: str, speed_action: str, path_action: str) -> bool:
     return speed_action in text and path_action in text
 
 
+# The most dangerous planning error: the expert slows down or stops, the model keeps its speed or speeds up.
+SAFETY_CRITICAL_SPEEDS = frozenset({"STOP", "DECELERATE"})
+UNSAFE_ANSWERS = frozenset({"ACCELERATE", "KEEP"})
+
+
 def meta_action_metrics(
     ground_truth: Sequence[tuple[str, str]], predictions: Sequence[tuple[str, str] | None]
 ) -> dict[str, Any]:
@@ -229,6 +235,8 @@ def meta_action_metrics(
     both axes and a miss (false negative) for its ground-truth class on each axis, but a false positive for no class.
     Per-class F1 is one-vs-rest within an axis, 0 for a class with no support and no prediction; the macro averages
     cover every class of the axis, so a class missing from the data pulls them down (the report shows the support).
+    `safety_critical_error_rate`: of the scenes whose ground truth is STOP or DECELERATE, the share answered
+    ACCELERATE or KEEP (None without such scenes).
 
     Example:
         >>> m = meta_action_metrics([("KEEP", "STRAIGHT"), ("STOP", "STRAIGHT")], [("KEEP", "STRAIGHT"), None])
@@ -264,6 +272,10 @@ def meta_action_metrics(
             per_class_f1[word] = f1_from_counts(tp, fp, fn)
             support[word] = sum(matrix[word].values())
         metrics[f"macro_f1_{axis}"] = sum(per_class_f1[w] for w in vocabulary) / len(vocabulary)
+    must_slow = [p for g, p in zip(ground_truth, predictions) if g[0] in SAFETY_CRITICAL_SPEEDS]
+    metrics["safety_critical_error_rate"] = _percent(
+        sum(p is not None and p[0] in UNSAFE_ANSWERS for p in must_slow), len(must_slow)
+    )
     metrics["per_class_f1"] = per_class_f1
     metrics["class_support"] = support
     plan_support = Counter(ground_truth)
