@@ -349,7 +349,9 @@ def _lane_phrase(scene: Scene) -> str:
     return f"A road with {count} lanes; we are in {where}."
 
 
-def describe_scene(scene: Scene, side_cameras: set[str] | frozenset[str] = frozenset(), history_frames: int = 0) -> str:
+def describe_scene(
+    scene: Scene, side_cameras: set[str] | frozenset[str] = frozenset(), history_frames: int = 0
+) -> str:
     """What the views show, as plain facts and no decision: the caption target of perception pre-training.
 
     Only cues the rendered images carry are named (a car alongside needs that side's camera, a lead's speed needs a

@@ -318,24 +318,40 @@ def test_cli_writes_dataset_and_preview(tmp_path, capsys):
             "A road with two lanes; we are in the left lane. An intersection 10 m ahead with a red light.",
         ),
         (
-            Scene(ego_speed=10.0, num_lanes=3, ego_lane=1, crosswalk_distance=14.4, pedestrian=True,
-                  speed_limit=50 / 3.6, sidewalk_pedestrian=True),  # fmt: skip
+            Scene(
+                ego_speed=10.0,
+                num_lanes=3,
+                ego_lane=1,
+                crosswalk_distance=14.4,
+                pedestrian=True,
+                speed_limit=50 / 3.6,
+                sidewalk_pedestrian=True,
+            ),
             (),
             0,
             "A road with three lanes; we are in the middle lane. A sign shows a speed limit of 50 km/h. A pedestrian "
             "is on the zebra crossing 14 m ahead. A pedestrian walks on the sidewalk.",
         ),
         (  # a closing lead without brake lights: its speed needs a history frame; a car alongside needs the camera
-            Scene(ego_speed=12.0, ego_lane=1, lead=Vehicle(gap=20.0, speed=7.0), left_vehicle=Vehicle(gap=1.0,
-                  speed=12.0), cones_distance=25.0),  # fmt: skip
+            Scene(
+                ego_speed=12.0,
+                ego_lane=1,
+                lead=Vehicle(gap=20.0, speed=7.0),
+                left_vehicle=Vehicle(gap=1.0, speed=12.0),
+                cones_distance=25.0,
+            ),
             ("front_left",),
             1,
             "A road with two lanes; we are in the right lane. Cones close our lane 25 m ahead. A car 20 m ahead in "
             "our lane with its brake lights off, 5 m/s slower than us. A car alongside us in the left lane.",
         ),
         (
-            Scene(ego_speed=12.0, ego_lane=1, lead=Vehicle(gap=20.0, speed=7.0), left_vehicle=Vehicle(gap=1.0,
-                  speed=12.0)),  # fmt: skip
+            Scene(
+                ego_speed=12.0,
+                ego_lane=1,
+                lead=Vehicle(gap=20.0, speed=7.0),
+                left_vehicle=Vehicle(gap=1.0, speed=12.0),
+            ),
             (),
             0,
             "A road with two lanes; we are in the right lane. A car 20 m ahead in our lane with its brake lights off.",
