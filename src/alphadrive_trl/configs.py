@@ -54,7 +54,8 @@ class DrivingScriptArguments(ScriptArguments):
         default=None,
         metadata={
             "help": "`sft` or `grpo` takes the matching disjoint part of the train split (the paper warms up on a "
-            "fraction of the data and runs RL on the rest); None uses the whole train split."
+            "fraction of the data and runs RL on the rest); None (`--stage null` on the command line) uses the whole "
+            "train split."
         },
     )
     sft_fraction: float = field(
@@ -76,6 +77,8 @@ class DrivingScriptArguments(ScriptArguments):
     )
 
     def __post_init__(self):
+        if isinstance(self.stage, str) and self.stage.strip().lower() in ("", "none", "null"):
+            self.stage = None  # `--stage null` on the command line clears a recipe's stage
         if self.stage not in (None, "sft", "grpo"):
             raise ValueError(f"`stage` must be 'sft', 'grpo' or null, got {self.stage!r}.")
         if not 0.0 < self.sft_fraction < 1.0:
@@ -157,8 +160,9 @@ class DrivingGRPOConfig(GRPOConfig):
             raise ValueError(f"`diversity_mode` must be 'paper', 'release' or 'none', got {self.diversity_mode!r}.")
         if self.trajectory_labeller not in ("heading", "senna"):
             raise ValueError(f"`trajectory_labeller` must be 'heading' or 'senna', got {self.trajectory_labeller!r}.")
-        if isinstance(self.reward_funcs, str):
-            self.reward_funcs = [name.strip() for name in self.reward_funcs.split(",") if name.strip()]
+        # `a,b` and `a b` both work on the command line (and a YAML list of either).
+        items = [self.reward_funcs] if isinstance(self.reward_funcs, str) else self.reward_funcs
+        self.reward_funcs = [name.strip() for item in items for name in str(item).split(",") if name.strip()]
         for name in ("speed_action_weights", "path_action_weights"):
             value = getattr(self, name)
             if isinstance(value, str):
