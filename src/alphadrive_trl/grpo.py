@@ -49,8 +49,9 @@ from trl.trainer.utils import nanstd
 from .actions import ALL_PLANS, completion_to_text, parse_answer_strict
 from .checkpointing import QwenVLCheckpointMixin
 from .configs import DrivingGRPOConfig, DrivingScriptArguments
-from .data import DrivingDataError, apply_image_budget
+from .data import DrivingDataError
 from .entrypoint import last_checkpoint, load_stage_splits, setup_logging, train_and_save
+from .image_budget import apply_image_budget
 from .prompts import completion_text, to_grpo_example
 from .rewards import REWARD_REGISTRY, format_reward, get_reward_funcs
 from .sft import SaveDrivingConfigCallback, load_model
@@ -300,7 +301,7 @@ def train_grpo(
         trust_remote_code=training_args.trust_remote_code,
         padding_side="left",  # generation appends on the right
     )
-    apply_image_budget(processor, min_pixels=script_args.min_pixels, max_pixels=script_args.max_pixels)
+    apply_image_budget(processor, **script_args.image_budget())
     check_completion_budget(
         train_dataset,
         getattr(processor, "tokenizer", processor),
@@ -311,6 +312,7 @@ def train_grpo(
     # Loaded like the SFT stage does (dtype, attention, 4-bit placement for QLoRA); TRL builds the KL reference from
     # the same path when beta > 0 without LoRA, and disables the adapter for it with LoRA.
     model = load_model(model_args, training_args)
+    apply_image_budget(processor, model=model)  # families whose model reads the budget too (LLaVA-OneVision)
 
     trainer = DrivingGRPOTrainer(
         model=model,
