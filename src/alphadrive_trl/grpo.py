@@ -174,6 +174,25 @@ def resolve_reward_funcs(names: Sequence[str], **options: Any) -> list:
     return funcs
 
 
+class _WithBatchNumImages:
+    """Calls a LLaVA-OneVision model with `batch_num_images` (images per sequence), which TRL 1.16 leaves out of the
+    loss forward. The processor encodes the images of a multi-image sample as base views only; without the count the
+    model expects an anyres grid for every image and the pixel rows do not match (`split_with_sizes` error). TRL
+    scores the sequences in order, chunk after chunk, so a cursor over `num_images` follows it."""
+
+    def __init__(self, model, num_images: Sequence[int]):
+        self._model, self._num_images, self._cursor = model, list(num_images), 0
+
+    def __call__(self, **inputs):
+        rows = inputs["input_ids"].shape[0]
+        counts = self._num_images[self._cursor : self._cursor + rows]
+        self._cursor += rows
+        return self._model(**inputs, batch_num_images=torch.tensor(counts, device=inputs["input_ids"].device))
+
+    def __getattr__(self, name):
+        return getattr(self._model, name)
+
+
 class DrivingGRPOTrainer(QwenVLCheckpointMixin, GRPOTrainer):
     """`trl.GRPOTrainer` with the driving rewards from the recipe and driving metrics in the logs.
 
@@ -198,6 +217,13 @@ class DrivingGRPOTrainer(QwenVLCheckpointMixin, GRPOTrainer):
                 raise ValueError("Pass `reward_funcs`, or a `DrivingGRPOConfig` whose `reward_funcs` names them.")
             reward_funcs = resolve_reward_funcs(args.reward_funcs, **args.reward_options())
         super().__init__(model, reward_funcs=reward_funcs, args=args, **kwargs)
+
+    def _get_per_token_logps_and_entropies(self, model, *args, num_images=None, **kwargs):
+        if num_images is not None and any(n > 1 for n in num_images):
+            config = getattr(self.accelerator.unwrap_model(model), "config", None)
+            if getattr(config, "model_type", None) == "llava_onevision":
+                model = _WithBatchNumImages(model, num_images)
+        return super()._get_per_token_logps_and_entropies(model, *args, num_images=num_images, **kwargs)
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
