@@ -250,14 +250,16 @@ def check_completion_budget(
     GRPO cuts a completion at `max_completion_length`: a model that learned to reason as long as its SFT targets then
     never reaches `<answer>`, every sample in a group scores 0 and the group teaches nothing. That failure is silent
     in TRL (only `completions/clipped_ratio` rises), so it is checked before training. Rows without reasoning
-    (answer-only data) are measured too: their completions are just short.
+    (answer-only data) are measured too: their completions are just short. A length counts the text's tokens plus
+    the end-of-turn token, which GRPO generates and counts against `max_completion_length` too.
     """
     # Without the image and prompt columns: iterating rows would otherwise decode every image.
     text_columns = [column for column in rows.column_names if column not in ("images", "prompt")]
     lengths = []
     for row in rows.select(range(min(max_rows, len(rows)))).select_columns(text_columns):
         try:
-            lengths.append(len(tokenizer(completion_text(row, template))["input_ids"]))
+            text_ids = tokenizer(completion_text(row, template), add_special_tokens=False)["input_ids"]
+            lengths.append(len(text_ids) + 1)  # + the end-of-turn token that closes a completion
         except DrivingDataError:  # e.g. no expert trajectory: nothing to measure, the rewards handle the row
             continue
     if not lengths:

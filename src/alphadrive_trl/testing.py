@@ -193,6 +193,7 @@ PLAIN_TOKENS: tuple[str, ...] = ("<think>", "</think>", "<answer>", "</answer>",
 # ACC ELER ATE, STRAIGHT -> STR AIG HT, LEFT_CHANGE -> LEFT _CHANGE, KEEP and STOP whole. Added tokens match before
 # BPE, so the cut is the same wherever the word appears.
 SPLIT_PIECES: tuple[str, ...] = (
+    "</",
     "think",
     "answer",
     "ACC",
