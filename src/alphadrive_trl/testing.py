@@ -699,3 +699,80 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Offline stand-ins for the real checkpoints' processors (visual-token arithmetic without downloading anything)
+# ---------------------------------------------------------------------------------------------------------------------
+
+# The image settings of the Hub checkpoints the real recipes train, copied from their `preprocessor_config.json` /
+# `processor_config.json`. With the family's tiny tokenizer (token counts do not depend on the vocabulary) they make
+# the real processor classes compute exactly the visual tokens the real checkpoints see.
+_SIGLIP_HALF = {"image_mean": [0.5] * 3, "image_std": [0.5] * 3}
+REFERENCE_PROCESSORS: dict[str, dict] = {
+    "Qwen/Qwen2-VL-2B-Instruct": {"arch": "qwen2_vl"},
+    "HuggingFaceTB/SmolVLM2-2.2B-Instruct": {
+        "arch": "smolvlm",
+        "image_processor": {
+            "size": {"longest_edge": 4 * 384},
+            "max_image_size": {"longest_edge": 384},
+            "do_image_splitting": True,
+            **_SIGLIP_HALF,
+        },
+        "processor": {"image_seq_len": 81},  # 384 px / 14 px patches = 27², pixel shuffle 3 -> 81
+    },
+    "google/gemma-3-4b-it": {
+        "arch": "gemma3",
+        "image_processor": {"size": {"height": 896, "width": 896}, **_SIGLIP_HALF},
+        "processor": {"image_seq_length": 256},
+    },
+    "OpenGVLab/InternVL3-2B-hf": {
+        "arch": "internvl",
+        "image_processor": {
+            "size": {"height": 448, "width": 448},
+            "crop_to_patches": True,
+            "min_patches": 1,
+            "max_patches": 12,
+            "image_mean": [0.485, 0.456, 0.406],
+            "image_std": [0.229, 0.224, 0.225],
+        },
+        "processor": {"image_seq_length": 256},  # 448 px / 14 px = 32², downsample 0.5 -> 256
+    },
+    "llava-hf/llava-onevision-qwen2-0.5b-ov-hf": {
+        "arch": "llava_onevision",
+        "image_processor": {
+            "size": {"height": 384, "width": 384},
+            "image_grid_pinpoints": [[384 * h, 384 * w] for h in range(1, 7) for w in range(1, 7)],
+            **_SIGLIP_HALF,
+        },
+        "processor": {
+            "num_image_tokens": 729,  # 384 px / 14 px patches = 27²
+            "vision_feature_select_strategy": "full",
+            "vision_aspect_ratio": "anyres_max_9",
+        },
+    },
+}
+
+
+def build_reference_processor(model_id: str):
+    """The processor of the Hub checkpoint `model_id` (one of `REFERENCE_PROCESSORS`), built offline: the real
+    processor class with the checkpoint's image settings and the family's tiny tokenizer. For visual-token counts
+    (`alphadrive_trl.image_budget.image_tokens_per_image`), not for text."""
+    spec = REFERENCE_PROCESSORS[model_id]
+    arch = spec["arch"]
+    tokenizer = build_tokenizer(256, family=_family(arch))
+    if _family(arch) == "qwen":
+        processor = build_processor(arch, tokenizer)
+        # The Hub default budget of Qwen2-VL-2B-Instruct: 3,136 to 12,845,056 pixels, 14 px patches merged 2x2.
+        processor.image_processor.size = {"shortest_edge": 56 * 56, "longest_edge": 28 * 28 * 16384}
+        return processor
+    processor = build_family_processor(arch, tokenizer)
+    for name, value in spec["image_processor"].items():
+        setattr(processor.image_processor, name, value)
+    for name, value in spec["processor"].items():
+        setattr(processor, name, value)
+    if arch == "gemma3":  # the full image sequence is precomputed from the sequence length at construction
+        return Gemma3Processor(
+            processor.image_processor, tokenizer, chat_template=gemma3_chat_template, **spec["processor"]
+        )
+    return processor
