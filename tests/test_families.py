@@ -190,3 +190,24 @@ def test_generation_applies_the_saved_budget(family_model_dirs, tmp_path):
 def test_build_rejects_unknown_arch():
     with pytest.raises(ValueError, match="smolvlm, gemma3, llava_onevision, internvl"):
         build_tiny_model("llava_next")
+
+
+@pytest.mark.parametrize(("arch", "budget"), [("smolvlm", 80), ("llava_onevision", 40), ("gemma3", 48)])
+def test_closed_loop_policy_applies_the_saved_budget(arch, budget, family_model_dirs, tmp_path):
+    import shutil
+
+    import numpy as np
+
+    from alphadrive_trl.closed_loop import VLMPolicy
+
+    model_dir = tmp_path / arch
+    shutil.copytree(family_model_dirs[arch], model_dir)
+    args = DrivingScriptArguments(dataset_name="x", max_image_tokens=budget, max_images=2)
+    save_driving_config(str(model_dir), args)
+    policy = VLMPolicy(str(model_dir), max_new_tokens=3)
+    assert policy.history_frames == 1
+    assert image_tokens_per_image(policy.processor, 96, 64) <= budget
+    if arch == "llava_onevision":
+        assert policy.model.config.image_grid_pinpoints == [[32, 32]]
+    frames = [np.full((64, 96, 3), 90 * k, dtype=np.uint8) for k in (1, 2)]
+    assert isinstance(policy.generate(frames, 8.0, "go straight"), str)

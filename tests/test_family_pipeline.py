@@ -79,12 +79,16 @@ def test_sft_grpo_generate_score(family, num_images, pipeline_model_dirs, datase
             "--learning_rate", "1e-3",
             "--gradient_checkpointing", "false",
             "--eval_strategy", "no",
+            "--eval_generation_steps", "2",  # greedy answers on the test split, through the trainer's own generate
+            "--eval_generation_samples", "2",
+            "--eval_max_new_tokens", "4",
             *QUIET,
         ]
     )  # fmt: skip
     losses = [entry["loss"] for entry in _logged(sft_out) if "loss" in entry]
     assert len(losses) == 2 and all(math.isfinite(v) and v > 0 for v in losses), losses
     assert load_driving_config(str(sft_out))["max_image_tokens"] == int(budget)
+    assert 0.0 <= [entry for entry in _logged(sft_out) if "eval_parse_rate" in entry][0]["eval_parse_rate"] <= 1.0
 
     # GRPO from the SFT checkpoint, at the same budget (the GRPO recipes repeat it). LLaVA-OneVision with 3 images
     # needs `DrivingGRPOTrainer`'s `batch_num_images` fix, which TRL's loss forward leaves out.

@@ -209,7 +209,7 @@ class DrivingSFTTrainer(QwenVLCheckpointMixin, SFTTrainer):
         for example in examples:
             prompt = prepare_multimodal_messages(example["prompt"], images=example["images"])
             texts.append(processor.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False))
-            images.extend(example["images"])
+            images.append(example["images"])  # one list per prompt: multi-image processors group images by sample
         inputs = processor(
             text=texts, images=images or None, padding=True, padding_side="left", return_tensors="pt"
         ).to(self.accelerator.device)
