@@ -466,9 +466,8 @@ def build_processor(arch: str, tokenizer: Qwen2Tokenizer):
 _VIEW, _PATCH, _LLAVA_TILE = 64, 8, 32
 
 
-def _text_config(tokenizer, size: TinyModelSize, model_type: str) -> dict:
-    family = {"llama": "smolvlm", "gemma3_text": "gemma3"}.get(model_type)
-    spec = _FAMILY_TOKENS.get(family, _FAMILY_TOKENS["qwen"]) if family else _FAMILY_TOKENS["qwen"]
+def _text_config(tokenizer, size: TinyModelSize, model_type: str, family: str) -> dict:
+    spec = _FAMILY_TOKENS[family]
     text = {
         "model_type": model_type,
         "vocab_size": _round_up(len(tokenizer), 64),
@@ -505,14 +504,14 @@ def build_family_config(arch: str, tokenizer, size: TinyModelSize):
     ids = tokenizer.convert_tokens_to_ids
     if arch == "smolvlm":
         return SmolVLMConfig(
-            text_config=_text_config(tokenizer, size, "llama"),
+            text_config=_text_config(tokenizer, size, "llama", "smolvlm"),
             vision_config=_vision_config(size, _VIEW),
             scale_factor=2,
             image_token_id=ids("<image>"),
             tie_word_embeddings=False,
         )
     if arch == "gemma3":
-        text = _text_config(tokenizer, size, "gemma3_text")
+        text = _text_config(tokenizer, size, "gemma3_text", "gemma3")
         text.update(sliding_window=64, query_pre_attn_scalar=size.head_dim)
         return Gemma3Config(
             text_config=text,
@@ -525,7 +524,7 @@ def build_family_config(arch: str, tokenizer, size: TinyModelSize):
         )
     if arch == "llava_onevision":
         return LlavaOnevisionConfig(
-            text_config=_text_config(tokenizer, size, "qwen2"),
+            text_config=_text_config(tokenizer, size, "qwen2", "llava_onevision"),
             vision_config=_vision_config(size, _LLAVA_TILE, model_type="siglip_vision_model", vision_use_head=False),
             image_token_index=ids("<image>"),
             video_token_index=ids("<video>"),
@@ -539,7 +538,7 @@ def build_family_config(arch: str, tokenizer, size: TinyModelSize):
         vision = _vision_config(size, [_VIEW, _VIEW], model_type="internvl_vision")
         vision["patch_size"] = [_PATCH, _PATCH]
         return InternVLConfig(
-            text_config=_text_config(tokenizer, size, "qwen2"),
+            text_config=_text_config(tokenizer, size, "qwen2", "internvl"),
             vision_config=vision,
             image_token_id=ids("<IMG_CONTEXT>"),
             image_seq_length=(_VIEW // _PATCH // 2) ** 2,
