@@ -41,7 +41,8 @@ def test_family_reloads_offline_and_generates_with_three_images(arch, family_mod
     images = [Image.new("RGB", (96, 64), (200, 30, 30)), Image.new("RGB", (64, 64)), Image.new("RGB", (160, 90))]
     inputs = processor(text=[text], images=[images], return_tensors="pt")
     feature_id = get_image_budget_hook(processor).feature_token_id(processor)
-    assert feature_id == getattr(model.config, "image_token_id", None) or model.config.image_token_index
+    config_id = getattr(model.config, "image_token_id", None)
+    assert feature_id == (config_id if config_id is not None else model.config.image_token_index)
     assert (inputs["input_ids"] == feature_id).sum().item() == 3 * per_image
     out = model.generate(**inputs, max_new_tokens=4, do_sample=False)
     assert out.shape[1] > inputs["input_ids"].shape[1]

@@ -729,7 +729,7 @@ REFERENCE_PROCESSORS: dict[str, dict] = {
         "arch": "internvl",
         "image_processor": {
             "size": {"height": 448, "width": 448},
-            "crop_to_patches": True,
+            "crop_to_patches": False,  # as saved; InternVLProcessor crops anyway (`images_kwargs` class default)
             "min_patches": 1,
             "max_patches": 12,
             "image_mean": [0.485, 0.456, 0.406],
