@@ -104,7 +104,7 @@ def test_sft_grpo_generate_score(family, num_images, pipeline_model_dirs, datase
             "--num_generations", "2",
             "--max_completion_length", "8",
             "--learning_rate", "1e-4",
-            "--beta", "0.0",
+            "--beta", "0.04",  # the real recipes' KL term: TRL loads a reference model and scores with it too
             "--gradient_checkpointing", "false",
             *QUIET,
         ]
@@ -114,6 +114,7 @@ def test_sft_grpo_generate_score(family, num_images, pipeline_model_dirs, datase
     for name in ("speed_planning", "path_planning", "format"):
         assert 0.0 <= steps[0][f"rewards/{name}/mean"] <= 1.0
     assert 0.0 <= steps[0]["driving/answer_rate"] <= 1.0
+    assert math.isfinite(steps[0]["kl"])
 
     # Evaluation reads the template and the budget from the checkpoint.
     predictions = tmp_path / "predictions.jsonl"
@@ -130,3 +131,32 @@ def test_sft_grpo_generate_score(family, num_images, pipeline_model_dirs, datase
     processor = AutoProcessor.from_pretrained(grpo_out)
     apply_image_budget(processor, max_image_tokens=int(budget))
     assert image_tokens_per_image(processor, 96, 64, num_images=num_images) <= int(budget)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("num_images", [1, 3])
+def test_grpo_reference_model_follows_the_budget(num_images, family_model_dirs, datasets_by_image_count, tmp_path):
+    """GRPO with a KL term (the real recipes' beta 0.04) straight from a LLaVA-OneVision checkpoint whose grid the
+    budget cuts: TRL loads the reference model from the path, with the checkpoint's full anyres grid, and forwards
+    `batch_num_images` to a method that rejects it; the trainer fixes both."""
+    trainer = grpo.train_grpo(
+        *grpo.make_parser().parse_args_and_config(
+            args=[
+                "--model_name_or_path", family_model_dirs["llava_onevision"],
+                "--dataset_name", datasets_by_image_count[num_images],
+                "--output_dir", str(tmp_path / "grpo"),
+                "--use_cpu", "true", "--bf16", "false", "--seed", "0", "--save_strategy", "no",
+                "--max_image_tokens", "40",
+                "--beta", "0.04",
+                "--max_steps", "1",
+                "--per_device_train_batch_size", "4",
+                "--num_generations", "2",
+                "--max_completion_length", "8",
+                "--gradient_checkpointing", "false",
+                *QUIET,
+            ]
+        )
+    )  # fmt: skip
+    assert trainer.ref_model.config.image_grid_pinpoints == [[32, 32]] == trainer.model.config.image_grid_pinpoints
+    steps = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert len(steps) == 1 and math.isfinite(steps[0]["kl"])

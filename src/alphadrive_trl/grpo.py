@@ -217,8 +217,15 @@ class DrivingGRPOTrainer(QwenVLCheckpointMixin, GRPOTrainer):
                 raise ValueError("Pass `reward_funcs`, or a `DrivingGRPOConfig` whose `reward_funcs` names them.")
             reward_funcs = resolve_reward_funcs(args.reward_funcs, **args.reward_options())
         super().__init__(model, reward_funcs=reward_funcs, args=args, **kwargs)
+        if self.ref_model is not None:
+            # TRL loads the KL reference from the checkpoint path: give it the budget settings the model reads itself
+            # (LLaVA-OneVision's anyres grid), as the policy got them.
+            apply_image_budget(self.processing_class, model=self.accelerator.unwrap_model(self.ref_model))
 
-    def _get_per_token_logps_and_entropies(self, model, *args, num_images=None, **kwargs):
+    def _get_per_token_logps_and_entropies(self, model, *args, num_images=None, batch_num_images=None, **kwargs):
+        # TRL forwards every processor output on its no-grad paths (reference and old log-probs), LLaVA-OneVision's
+        # `batch_num_images` included, which its own method does not accept (TypeError with beta > 0); its loss path
+        # drops it instead. `num_images` carries the same counts per sequence, so both paths use it.
         if num_images is not None and any(n > 1 for n in num_images):
             config = getattr(self.accelerator.unwrap_model(model), "config", None)
             if getattr(config, "model_type", None) == "llava_onevision":
