@@ -70,6 +70,7 @@ def test_sft_end_to_end_loss_falls_and_checkpoint_reloads(tiny_model_dir, tiny_d
                 "prompt_template": "default",
                 "min_pixels": None,
                 "max_pixels": 3136,
+                "max_image_tokens": None,
                 "max_images": None,
             }
     assert (out / "README.md").is_file()

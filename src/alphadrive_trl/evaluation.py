@@ -939,6 +939,7 @@ def generate_predictions(
     max_images: int | None = None,
     min_pixels: int | None = None,
     max_pixels: int | None = None,
+    max_image_tokens: int | None = None,
     use_vllm: bool = False,
     seed: int = 0,
     show_progress: bool = True,
@@ -980,6 +981,7 @@ def generate_predictions(
         "max_images": max_images if max_images is not None else saved.get("max_images"),
         "min_pixels": min_pixels if min_pixels is not None else saved.get("min_pixels"),
         "max_pixels": max_pixels if max_pixels is not None else saved.get("max_pixels"),
+        "max_image_tokens": max_image_tokens if max_image_tokens is not None else saved.get("max_image_tokens"),
     }
     output = Path(output)
     meta = {
@@ -1071,15 +1073,17 @@ class _TransformersGenerator:
         import torch
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
-        from .data import apply_image_budget
+        from .image_budget import apply_image_budget
 
         self.torch = torch
         self.processor = AutoProcessor.from_pretrained(model_path)
-        apply_image_budget(self.processor, min_pixels=settings["min_pixels"], max_pixels=settings["max_pixels"])
+        budget = {k: settings.get(k) for k in ("min_pixels", "max_pixels", "max_image_tokens")}
+        apply_image_budget(self.processor, **budget)
         self.processor.tokenizer.padding_side = "left"
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         dtype = torch.bfloat16 if self.device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
         self.model = AutoModelForImageTextToText.from_pretrained(model_path, dtype=dtype).to(self.device).eval()
+        apply_image_budget(self.processor, model=self.model)
         self.settings = settings
         self.meta = meta
         torch.manual_seed(meta["seed"])
@@ -1237,6 +1241,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--max-images", type=int, default=None, help="Override the saved images-per-sample limit.")
     gen.add_argument("--min-pixels", type=int, default=None, help="Override the saved per-image min_pixels.")
     gen.add_argument("--max-pixels", type=int, default=None, help="Override the saved per-image max_pixels.")
+    gen.add_argument(
+        "--max-image-tokens", type=int, default=None, help="Override the saved visual tokens per image (any family)."
+    )
     gen.add_argument("--use-vllm", action="store_true", help="Generate with vLLM (must be installed; GPU).")
     gen.add_argument("--seed", type=int, default=0, help="Random seed of the sampling.")
 
@@ -1297,6 +1304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 max_images=args.max_images,
                 min_pixels=args.min_pixels,
                 max_pixels=args.max_pixels,
+                max_image_tokens=args.max_image_tokens,
                 use_vllm=args.use_vllm,
                 seed=args.seed,
             )
