@@ -10,19 +10,25 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 EXTRAS ?= dev,sim
 
 DATA_DIR ?= data/synthetic
-DEMO_SAMPLES ?= 3000
+DEMO_SAMPLES ?= 5000
 TINY_ARCH ?= qwen2_5_vl
 TINY_MODEL ?= outputs/tiny-$(TINY_ARCH)-init
+# Perception pre-training (`make base-model`): scene captions of their own seed, disjoint from the demo data.
+CAPTION_DIR ?= data/synthetic-captions
+CAPTION_SAMPLES ?= 5000
+CAPTION_SEED ?= 101
+BASE_RECIPE ?= recipes/tiny-qwen2.5-vl/pretrain/config_perception.yaml
+BASE_MODEL ?= outputs/tiny-$(TINY_ARCH)-base
 SFT_RECIPE ?= recipes/tiny-qwen2.5-vl/sft/config_demo.yaml
 GRPO_RECIPE ?= recipes/tiny-qwen2.5-vl/grpo/config_demo.yaml
 RECIPE ?=
 ACCELERATE_CONFIG ?=
 NUM_PROCESSES ?= 1
 OUTPUT_DIR ?=
-SFT_OUTPUT ?= outputs/demo-sft
-GRPO_OUTPUT ?= outputs/demo-grpo
-EVAL_DIR ?= outputs/demo-eval
-EVAL_SAMPLES ?= 200
+SFT_OUTPUT ?= $(if $(OUTPUT_DIR),$(OUTPUT_DIR)/sft,outputs/demo-sft)
+GRPO_OUTPUT ?= $(if $(OUTPUT_DIR),$(OUTPUT_DIR)/grpo,outputs/demo-grpo)
+EVAL_DIR ?= $(if $(OUTPUT_DIR),$(OUTPUT_DIR)/eval,outputs/demo-eval)
+EVAL_SAMPLES ?= 500
 EVAL_K ?= 4
 EVAL_FLAGS = --dataset $(DATA_DIR) --split test --max-samples $(EVAL_SAMPLES) --num-samples $(EVAL_K) --batch-size 32 --max-new-tokens 128
 ARGS ?=
@@ -43,7 +49,7 @@ export OMP_NUM_THREADS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export PYTHONWARNINGS ?= ignore
 
-.PHONY: help install test test-fast quality style data tiny-model sft grpo pipeline eval demo bench reproduce closed-loop clean
+.PHONY: help install test test-fast quality style data tiny-model base-model sft grpo pipeline eval demo bench reproduce closed-loop clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
@@ -80,17 +86,21 @@ data: install ## Build the synthetic dataset used by the demo recipes (DATA_DIR,
 tiny-model: install ## Build the tiny random Qwen-VL model the demo trains (TINY_ARCH, TINY_MODEL)
 	@test -f $(TINY_MODEL)/config.json || $(PY) -m alphadrive_trl.testing --arch $(TINY_ARCH) --output-dir $(TINY_MODEL) --preset demo
 
+base-model: install tiny-model ## Perception pre-training of the tiny model on scene captions (cached; BASE_MODEL)
+	@test -f $(CAPTION_DIR)/dataset_dict.json || $(PY) -m data_prep.synthetic --output-dir $(CAPTION_DIR) --num-samples $(CAPTION_SAMPLES) --seed $(CAPTION_SEED) --captions
+	@test -f $(BASE_MODEL)/model.safetensors || $(PY) -m alphadrive_trl.sft --config $(BASE_RECIPE) --dataset_name $(CAPTION_DIR) --model_name_or_path $(TINY_MODEL) --output_dir $(BASE_MODEL)
+
 sft: install ## SFT warm-up (RECIPE, ACCELERATE_CONFIG, NUM_PROCESSES, OUTPUT_DIR)
-	$(if $(RECIPE),,@$(MAKE) --no-print-directory data-if-missing tiny-model)
-	$(LAUNCH) alphadrive_trl.sft --config $(SFT_CONFIG) $(DEMO_FLAGS) $(if $(RECIPE),,--model_name_or_path $(TINY_MODEL)) $(OUT_FLAG) $(ARGS)
+	$(if $(RECIPE),,@$(MAKE) --no-print-directory data-if-missing base-model)
+	$(LAUNCH) alphadrive_trl.sft --config $(SFT_CONFIG) $(DEMO_FLAGS) $(if $(RECIPE),,--model_name_or_path $(BASE_MODEL)) $(OUT_FLAG) $(ARGS)
 
 grpo: install ## GRPO from the SFT checkpoint (RECIPE, ACCELERATE_CONFIG, NUM_PROCESSES, OUTPUT_DIR)
 	$(if $(RECIPE),,@$(MAKE) --no-print-directory data-if-missing)
 	$(LAUNCH) alphadrive_trl.grpo --config $(GRPO_CONFIG) $(DEMO_FLAGS) $(OUT_FLAG) $(ARGS)
 
-pipeline: install ## SFT on 20% of the data, then GRPO on the rest from the SFT output (SFT_RECIPE, GRPO_RECIPE)
-	@$(MAKE) --no-print-directory data-if-missing tiny-model
-	$(LAUNCH) alphadrive_trl.sft --config $(SFT_RECIPE) --stage sft --dataset_name $(DATA_DIR) --model_name_or_path $(TINY_MODEL) --output_dir $(SFT_OUTPUT) $(ARGS)
+pipeline: install ## SFT on 20% of the data from the base model, then GRPO on the rest (SFT_RECIPE, GRPO_RECIPE, OUTPUT_DIR)
+	@$(MAKE) --no-print-directory data-if-missing base-model
+	$(LAUNCH) alphadrive_trl.sft --config $(SFT_RECIPE) --stage sft --dataset_name $(DATA_DIR) --model_name_or_path $(BASE_MODEL) --output_dir $(SFT_OUTPUT) $(ARGS)
 	$(LAUNCH) alphadrive_trl.grpo --config $(GRPO_RECIPE) --stage grpo --dataset_name $(DATA_DIR) --model_name_or_path $(SFT_OUTPUT) --output_dir $(GRPO_OUTPUT) $(ARGS)
 
 eval: install ## Evaluate the demo checkpoints on the synthetic test split and compare them

@@ -1,31 +1,34 @@
 """Reproduce AlphaDrive's central claim at small scale, on CPU.
 
-Claim (AlphaDrive, Tab. 1-3): SFT warm-up on part of the data followed by GRPO with the four rewards plans better
-than SFT on all the data, and RL widens the set of feasible plans the model proposes.
+Claim (AlphaDrive, Tab. 1-3): SFT warm-up on part of the data followed by GRPO with the AlphaDrive rewards plans
+better than SFT alone, and RL widens the set of feasible plans the model proposes.
 
-Study (same data, same model size, every setting evaluated by `alphadrive-eval` on the same test split):
+Like the paper, which starts from a pretrained Qwen2-VL, every setting starts from a **perception-pretrained base
+model** (`make base-model`: the tiny model trained to describe scenes of their own seed, no plan labels; built once and
+shared by all seeds). `--from-scratch` starts from the random model instead, as the first two studies did. Each seed
+builds its own data (`--data-seed-offset`, so a result is checked on several datasets) and trains and samples with
+its own seed. Settings (answer-only targets and completions, `prompt_template: answer_only`, unless named
+`_reasoning`):
 
-- `sft_all`      SFT on the whole train split.
-- `sft_all_grpo` GRPO on top of `sft_all`, on the same train split (isolates what GRPO adds to a full SFT).
-- `grpo_only`    GRPO from the randomly initialised model on the whole train split (first seed only).
-- `sft20_grpo`   SFT on 20 % of train (`--stage sft`), then GRPO on the disjoint 80 % (`--stage grpo`).
-- `sft_all_long` SFT on the whole train split for about the wall time of `sft20_grpo` (`--sft-long-epochs`): the
+- `sft20`        SFT warm-up on 20 % of train (`--stage sft`, `--sft20-epochs`): the demo's SFT recipe.
+- `sft20_grpo`   GRPO from `sft20` on the disjoint 80 % (`--stage grpo`, `--grpo-steps`): the demo's GRPO recipe.
+- `sft_all`      SFT on the whole train split with the same number of sample passes as `sft20` (a fifth of the
+  epochs): what the same SFT budget gives without RL.
+- `sft_all_long` SFT on the whole train split for about the wall time of `sft20` + GRPO (`--sft-long-epochs`): the
   compute-matched baseline.
-- `sft_all_long_grpo` GRPO on top of `sft_all_long` for `--long-grpo-steps` (GRPO on the strongest SFT model).
-- `sft20`        the warm-up checkpoint alone (what GRPO starts from). It runs 5x the epochs of `sft_all` on a
-  fifth of the data: the same number of SFT sample passes.
-- reward ablation from the same warm-up (first seed): accuracy only / + action weight / + diversity / + format
-  (= `sft20_grpo`).
+- `sft20_reasoning`, `sft20_reasoning_grpo`: the same two stages with `<think>` reasoning targets and completions
+  (`prompt_template: default`, the four-reward set with format, 128 new tokens): the paper's reasoning claim.
+- optional (`--with-grpo-only`, `--with-ablation`, first seed): GRPO from the base model alone; the reward ablation.
 
 Independent trainings run `--jobs` at a time (default 2, one core each), scheduled as a task graph.
 
-Each setting is evaluated greedily and with K samples (temperature 1): planning accuracy, per-class F1, distinct
-plans per scene and feasible coverage. Everything is driven through the same commands a user runs (printed and saved
-to `commands.sh`), so any number in the table can be re-run by hand. Steps whose outputs exist are skipped, so an
-interrupted study resumes.
+Each setting is evaluated greedily and with K samples (temperature 1) on `--eval-samples` test scenes: planning
+accuracy, per-class F1, the safety-critical error rate, distinct plans per scene and feasible coverage. Everything is
+driven through the same commands a user runs (printed and saved to `commands.sh`), so any number in the table can be
+re-run by hand. Steps whose outputs exist are skipped, so an interrupted study resumes.
 
-    python benchmarks/reproduce.py                 # the full study (~37 min on 2 CPU cores)
-    python benchmarks/reproduce.py --quick         # a 3-minute smoke run of the same code path
+    python benchmarks/reproduce.py                 # the full study (see README for its wall time)
+    python benchmarks/reproduce.py --quick         # a few-minute smoke run of the same code path
 """
 
 from __future__ import annotations
@@ -45,9 +48,15 @@ from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# The demo recipes' warm-up epochs and GRPO steps (recipes/tiny-qwen2.5-vl/{sft,grpo}/config_demo.yaml).
+DEMO_SFT_EPOCHS = 3
+DEMO_GRPO_STEPS = 400
 PY = sys.executable
-SFT_RECIPE = "recipes/tiny-qwen2.5-vl/sft/config_reproduce.yaml"
-GRPO_RECIPE = "recipes/tiny-qwen2.5-vl/grpo/config_reproduce.yaml"
+SFT_RECIPE = "recipes/tiny-qwen2.5-vl/sft/config_demo.yaml"
+GRPO_RECIPE = "recipes/tiny-qwen2.5-vl/grpo/config_demo.yaml"
+REASONING_SFT_RECIPE = "recipes/tiny-qwen2.5-vl/sft/config_demo_reasoning.yaml"
+REASONING_GRPO_RECIPE = "recipes/tiny-qwen2.5-vl/grpo/config_demo_reasoning.yaml"
+BASE_RECIPE = "recipes/tiny-qwen2.5-vl/pretrain/config_perception.yaml"
 
 # The paper's reward ablation, as overrides of the GRPO recipe (the full set is the recipe itself).
 UNIFORM_SPEED = '{"KEEP": 1.0, "ACCELERATE": 1.0, "DECELERATE": 1.0, "STOP": 1.0}'
@@ -73,7 +82,8 @@ HEADLINE = [
     ("path_accuracy", "path acc"),
     ("macro_f1_speed", "macro-F1 speed"),
     ("macro_f1_path", "macro-F1 path"),
-    ("format_rate", "format"),
+    ("safety_critical_error_rate", "safety err"),
+    ("parse_rate", "parse"),
 ]
 SAMPLED = [
     ("best_of_k_accuracy", "best-of-K"),
@@ -154,12 +164,19 @@ class Study:
         return json.loads(path.read_text()) if path.exists() else {}
 
     # -- stages --------------------------------------------------------------------------------------------------
-    def build_data(self) -> None:
+    def data_dir(self, seed: int) -> Path:
+        return self.work / f"data{self.args.data_seed_offset + seed}"
+
+    def build_data(self, seed: int) -> Path:
         a = self.args
-        cmd = [PY, "-m", "data_prep.synthetic", "--output-dir", str(self.data), "--num-samples", str(a.num_samples),
-               "--seed", str(a.data_seed), "--difficulty", a.difficulty, "--cameras", a.cameras,
-               "--image-size", a.image_size, "--preview", str(self.results / "reproduce_scenes.png")]  # fmt: skip
-        self.run("data", cmd, self.data / "dataset_dict.json")
+        out = self.data_dir(seed)
+        cmd = [PY, "-m", "data_prep.synthetic", "--output-dir", str(out), "--num-samples", str(a.num_samples),
+               "--seed", str(a.data_seed_offset + seed), "--difficulty", a.difficulty, "--cameras", a.cameras,
+               "--image-size", a.image_size]  # fmt: skip
+        if seed == a.seeds[0]:
+            cmd += ["--preview", str(self.results / "reproduce_scenes.png")]
+        self.run(f"data{a.data_seed_offset + seed}", cmd, out / "dataset_dict.json")
+        return out
 
     def init_model(self, seed: int) -> Path:
         out = self.work / f"seed{seed}" / "init"
@@ -168,21 +185,44 @@ class Study:
         self.run(f"seed{seed}-init", cmd, out / "config.json")
         return out
 
+    def base_model(self) -> Path:
+        """The perception-pretrained base (what `make base-model` builds), from the random model of seed 0."""
+        a = self.args
+        if a.base_model:
+            return Path(a.base_model)
+        captions, out = self.work / "captions", self.work / "base"
+        cmd = [PY, "-m", "data_prep.synthetic", "--output-dir", str(captions), "--num-samples",
+               str(a.caption_samples), "--seed", str(a.caption_seed), "--difficulty", a.difficulty, "--cameras",
+               a.cameras, "--image-size", a.image_size, "--captions"]  # fmt: skip
+        self.run("captions", cmd, captions / "dataset_dict.json")
+        init = self.work / "base-init"
+        cmd = [PY, "-m", "alphadrive_trl.testing", "--arch", "qwen2_5_vl", "--preset", a.model_preset, "--seed", "0",
+               "--output-dir", str(init)]  # fmt: skip
+        self.run("base-init", cmd, init / "config.json")
+        cmd = [PY, "-m", "alphadrive_trl.sft", "--config", BASE_RECIPE, "--model_name_or_path", str(init),
+               "--dataset_name", str(captions), "--output_dir", str(out), "--num_train_epochs",
+               str(a.base_epochs)]  # fmt: skip
+        self.run("base", cmd, out / "alphadrive_config.json")
+        return out
+
     def model_dir(self, name: str, seed: int) -> Path:
         return self.work / f"seed{seed}" / name
 
-    def sft(self, name: str, seed: int, model: Path, extra: list[str]) -> Path:
+    def sft(self, name: str, seed: int, model: Path, extra: list[str], recipe: str = SFT_RECIPE) -> Path:
         out = self.model_dir(name, seed)
-        cmd = [PY, "-m", "alphadrive_trl.sft", "--config", SFT_RECIPE, "--model_name_or_path", str(model),
-               "--dataset_name", str(self.data), "--output_dir", str(out), "--seed", str(seed), *extra]  # fmt: skip
+        cmd = [PY, "-m", "alphadrive_trl.sft", "--config", recipe, "--model_name_or_path", str(model),
+               "--dataset_name", str(self.data_dir(seed)), "--output_dir", str(out), "--seed", str(seed),
+               "--eval_generation_steps", "0", *extra]  # fmt: skip
         self.run(f"seed{seed}-{name}", cmd, out / "alphadrive_config.json")
         return out
 
-    def grpo(self, name: str, seed: int, model: Path, extra: list[str], steps: int | None = None) -> Path:
+    def grpo(
+        self, name: str, seed: int, model: Path, extra: list[str], steps: int | None = None, recipe: str = GRPO_RECIPE
+    ) -> Path:
         out = self.model_dir(name, seed)
-        cmd = [PY, "-m", "alphadrive_trl.grpo", "--config", GRPO_RECIPE, "--model_name_or_path", str(model),
-               "--dataset_name", str(self.data), "--output_dir", str(out), "--seed", str(seed),
-               "--max_steps", str(steps or self.args.grpo_steps), *extra]  # fmt: skip
+        cmd = [PY, "-m", "alphadrive_trl.grpo", "--config", recipe, "--model_name_or_path", str(model),
+               "--dataset_name", str(self.data_dir(seed)), "--output_dir", str(out), "--seed", str(seed),
+               "--max_steps", str(steps or self.args.grpo_steps), "--save_strategy", "no", *extra]  # fmt: skip
         self.run(f"seed{seed}-{name}", cmd, out / "alphadrive_config.json")
         return out
 
@@ -190,10 +230,11 @@ class Study:
         a = self.args
         out = self.work / f"seed{seed}" / f"eval-{name}"
         preds = out / "predictions.jsonl"
-        gen = [PY, "-m", "alphadrive_trl.evaluation", "generate", "--model", str(model), "--dataset", str(self.data),
-               "--split", "test", "--output", str(preds), "--num-samples", str(a.k), "--temperature", "1.0",
-               "--batch-size", "32", "--max-new-tokens", str(a.max_new_tokens), "--max-samples", str(a.eval_samples),
-               "--seed", str(seed)]  # fmt: skip
+        tokens = a.max_new_tokens_reasoning if "reasoning" in name else a.max_new_tokens
+        gen = [PY, "-m", "alphadrive_trl.evaluation", "generate", "--model", str(model), "--dataset",
+               str(self.data_dir(seed)), "--split", "test", "--output", str(preds), "--num-samples", str(a.k),
+               "--temperature", "1.0", "--batch-size", "50", "--max-new-tokens", str(tokens), "--max-samples",
+               str(a.eval_samples), "--seed", str(seed)]  # fmt: skip
         self.run(f"seed{seed}-eval-{name}-generate", gen, out / "generated.done")
         (out / "generated.done").touch()
         score = [PY, "-m", "alphadrive_trl.evaluation", "score", "--predictions", str(preds), "--output-dir", str(out)]
@@ -205,26 +246,27 @@ class Study:
         """Build the task graph (train, then evaluate, every setting and seed) and run it on `--jobs` workers."""
         a = self.args
         self.results.mkdir(parents=True, exist_ok=True)
-        self.build_data()
+        base = None if a.from_scratch else self.base_model()
         tasks: dict[str, tuple[list[str], Callable[[], Path]]] = {}
         runs: dict[str, dict[int, Path]] = {}
         warm_up = ["--stage", "sft", "--num_train_epochs", str(a.sft20_epochs)]
-        for seed in a.seeds:  # model inits take seconds: done up front so that every chain can start at once
-            init = self.init_model(seed)
-            sft_all, sft20 = self.model_dir("sft_all", seed), self.model_dir("sft20", seed)
-            tasks[f"{seed}/sft_all"] = ([], partial(self.sft, "sft_all", seed, init, ["--num_train_epochs", str(a.sft_epochs)]))  # fmt: skip
-            tasks[f"{seed}/sft20"] = ([], partial(self.sft, "sft20", seed, init, warm_up))
+        same_passes = ["--stage", "null", "--num_train_epochs", str(a.sft20_epochs * a.sft_fraction)]
+        for seed in a.seeds:  # data and model inits take seconds: done up front so every chain can start at once
+            self.build_data(seed)
+            start = base or self.init_model(seed)
+            sft20, sft20_reasoning = self.model_dir("sft20", seed), self.model_dir("sft20_reasoning", seed)
+            tasks[f"{seed}/sft20"] = ([], partial(self.sft, "sft20", seed, start, warm_up))
             tasks[f"{seed}/sft20_grpo"] = ([f"{seed}/sft20"], partial(self.grpo, "sft20_grpo", seed, sft20, ["--stage", "grpo"]))  # fmt: skip
+            tasks[f"{seed}/sft_all"] = ([], partial(self.sft, "sft_all", seed, start, same_passes))
             if a.sft_long_epochs:
-                tasks[f"{seed}/sft_all_long"] = ([], partial(self.sft, "sft_all_long", seed, init, ["--num_train_epochs", str(a.sft_long_epochs)]))  # fmt: skip
-                if a.long_grpo_steps:
-                    long = self.model_dir("sft_all_long", seed)
-                    tasks[f"{seed}/sft_all_long_grpo"] = ([f"{seed}/sft_all_long"], partial(self.grpo, "sft_all_long_grpo", seed, long, [], a.long_grpo_steps))  # fmt: skip
-            if not a.skip_sft_all_grpo:
-                tasks[f"{seed}/sft_all_grpo"] = ([f"{seed}/sft_all"], partial(self.grpo, "sft_all_grpo", seed, sft_all, []))  # fmt: skip
-            if seed == a.seeds[0] and not a.skip_grpo_only:  # one seed: it is the paper's weakest setting
-                tasks[f"{seed}/grpo_only"] = ([], partial(self.grpo, "grpo_only", seed, init, []))
-            if seed == a.seeds[0] and not a.skip_ablation:
+                long = ["--stage", "null", "--num_train_epochs", str(a.sft_long_epochs)]
+                tasks[f"{seed}/sft_all_long"] = ([], partial(self.sft, "sft_all_long", seed, start, long))
+            if not a.skip_reasoning:
+                tasks[f"{seed}/sft20_reasoning"] = ([], partial(self.sft, "sft20_reasoning", seed, start, warm_up, REASONING_SFT_RECIPE))  # fmt: skip
+                tasks[f"{seed}/sft20_reasoning_grpo"] = ([f"{seed}/sft20_reasoning"], partial(self.grpo, "sft20_reasoning_grpo", seed, sft20_reasoning, ["--stage", "grpo"], a.reasoning_grpo_steps, REASONING_GRPO_RECIPE))  # fmt: skip
+            if seed == a.seeds[0] and a.with_grpo_only:  # one seed: it is the paper's weakest setting
+                tasks[f"{seed}/grpo_only"] = ([], partial(self.grpo, "grpo_only", seed, start, ["--stage", "null"]))
+            if seed == a.seeds[0] and a.with_ablation:
                 for name, overrides in ABLATIONS.items():
                     tasks[f"{seed}/{name}"] = ([f"{seed}/sft20"], partial(self.grpo, name, seed, sft20, ["--stage", "grpo", *overrides]))  # fmt: skip
         for key in list(tasks):
@@ -260,23 +302,21 @@ class Study:
             walls = []
             for seed in metrics[name]:
                 parts = [f"seed{seed}-{name}"]
-                if name.startswith(("sft20_", "ablation")):
-                    parts.append(f"seed{seed}-sft20")
-                elif name in ("sft_all_grpo", "sft_all_long_grpo"):
-                    parts.append(f"seed{seed}-{name.removesuffix('_grpo')}")
+                if name.endswith("_grpo") or name.startswith("ablation"):
+                    parts.append(f"seed{seed}-{name.removesuffix('_grpo') if name.endswith('_grpo') else 'sft20'}")
                 walls.append(sum(timings.get(p, 0.0) for p in parts))
             return f"{statistics.fmean(walls):.0f}" if walls else "–"
 
         order = [
             n
             for n in [
-                "sft_all",
-                "sft_all_long",
-                "sft_all_grpo",
-                "sft_all_long_grpo",
-                "grpo_only",
                 "sft20",
                 "sft20_grpo",
+                "sft_all",
+                "sft_all_long",
+                "sft20_reasoning",
+                "sft20_reasoning_grpo",
+                "grpo_only",
             ]
             if n in metrics
         ]
@@ -310,17 +350,18 @@ class Study:
 
         comparisons = "\n".join(
             f"| {label} | {spread(paired(setting, baseline, 'planning_accuracy'))} | "
-            f"{spread(paired(setting, baseline, 'feasible_coverage'))} |"
+            f"{spread(paired(setting, baseline, 'feasible_coverage'))} | "
+            f"{spread(paired(setting, baseline, 'safety_critical_error_rate'))} |"
             for label, setting, baseline in [
-                ("SFT 20 % → GRPO 80 % minus SFT-all (the paper's claim)", "sft20_grpo", "sft_all"),
+                ("SFT 20 % → GRPO 80 % minus its own warm-up (what GRPO adds)", "sft20_grpo", "sft20"),
+                ("SFT 20 % → GRPO 80 % minus SFT-all with the same sample passes", "sft20_grpo", "sft_all"),
                 ("SFT 20 % → GRPO 80 % minus SFT-all trained as long (same wall time)", "sft20_grpo", "sft_all_long"),
-                ("SFT 20 % → GRPO minus its own warm-up (what GRPO adds)", "sft20_grpo", "sft20"),
-                ("SFT-all → GRPO minus SFT-all (GRPO on top of all the SFT data)", "sft_all_grpo", "sft_all"),
+                ("reasoning: SFT 20 % → GRPO minus its own warm-up", "sft20_reasoning_grpo", "sft20_reasoning"),
                 (
-                    "SFT-all-long → GRPO minus SFT-all-long (GRPO on the strongest SFT)",
-                    "sft_all_long_grpo",
-                    "sft_all_long",
-                ),
+                    "SFT → GRPO with reasoning minus answer-only (the paper's reasoning claim)",
+                    "sft20_reasoning_grpo",
+                    "sft20_grpo",
+                ),  # fmt: skip
             ]
             if setting in metrics and baseline in metrics
         )
@@ -334,7 +375,7 @@ class Study:
             ax.bar([x + i * width for x in range(len(classes))], vals, width, label=name)
         ax.set_xticks([x + width * (len(order) - 1) / 2 for x in range(len(classes))], classes, rotation=30)
         ax.set_ylabel("F1 (%)")
-        ax.set_title("Per-class F1 on the hard synthetic test split (greedy)")
+        ax.set_title(f"Per-class F1 on the {self.args.difficulty} synthetic test split (greedy, mean over seeds)")
         ax.legend(fontsize=7, ncols=2)
         fig.tight_layout()
         fig.savefig(self.results / "reproduce_per_class_f1.png", dpi=120)
@@ -366,14 +407,16 @@ class Study:
         plt.close(fig)
 
         a = self.args
-        summary = f"""# Reproduction study: SFT vs GRPO vs SFT→GRPO (small scale, CPU)
+        start = "from random initialisation" if a.from_scratch else "from the perception-pretrained base model"
+        summary = f"""# Reproduction study: SFT vs SFT→GRPO, answer-only vs reasoning (small scale, CPU)
 
-Data: synthetic `--difficulty {a.difficulty}`, cameras `{a.cameras}`, {a.num_samples} scenes (80/10/10 split),
-image size {a.image_size}; evaluated on the first {a.eval_samples} test scenes, greedy plus K = {a.k} samples at
-temperature 1. Model: Qwen2.5-VL architecture, preset `{a.model_preset}` of `alphadrive_trl.testing`, trained from
-random initialisation. Seeds: {", ".join(map(str, a.seeds))} (model init, training and sampling; the data seed is
-fixed). SFT epochs: {a.sft_epochs} (all data), {a.sft_long_epochs} (all data, `sft_all_long`) and {a.sft20_epochs}
-(20 % warm-up); GRPO steps: {a.grpo_steps} ({a.long_grpo_steps} on top of `sft_all_long`).
+Data: synthetic `--difficulty {a.difficulty}`, cameras `{a.cameras}`, {a.num_samples} scenes per seed (80/10/10
+split; seed s builds data seed {a.data_seed_offset} + s), image size {a.image_size}; evaluated on the first
+{a.eval_samples} test scenes, greedy plus K = {a.k} samples at temperature 1. Model: Qwen2.5-VL architecture, preset
+`{a.model_preset}` of `alphadrive_trl.testing`, trained {start}. Seeds: {", ".join(map(str, a.seeds))} (data,
+training and sampling). SFT: {a.sft20_epochs} epochs on the 20 % warm-up split, {a.sft20_epochs * a.sft_fraction:g}
+epochs on all of train (`sft_all`, the same sample passes), {a.sft_long_epochs} epochs (`sft_all_long`); GRPO:
+{a.grpo_steps} steps answer-only, {a.reasoning_grpo_steps} steps with reasoning.
 Workers: {a.jobs} (one core each; wall times are per process).
 Values are percentages, mean ± standard deviation over seeds. Wall time is training only (the warm-up included for
 settings that start from it), on this machine.
@@ -382,8 +425,8 @@ settings that start from it), on this machine.
 
 Paired differences (percentage points, mean ± standard deviation over seeds):
 
-| comparison | planning accuracy (greedy) | feasible coverage (K = {a.k}) |
-|---|---|---|
+| comparison | planning accuracy (greedy) | feasible coverage (K = {a.k}) | safety-critical errors |
+|---|---|---|---|
 {comparisons}
 
 Plots: `reproduce_per_class_f1.png`, `reproduce_learning_curves.png`; scenes: `reproduce_scenes.png`.
@@ -401,34 +444,35 @@ The exact commands are in `reproduce_commands.sh`.
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    p.add_argument("--num-samples", type=int, default=3000)
-    p.add_argument("--data-seed", type=int, default=0)
-    p.add_argument("--difficulty", default="hard")
-    p.add_argument("--cameras", default="front,front_left,front_right")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--num-samples", type=int, default=5000, help="Scenes per seed (80/10/10 split).")
+    p.add_argument("--data-seed-offset", type=int, default=0, help="Seed s builds data with seed offset + s.")
+    p.add_argument("--difficulty", default="easy")
+    p.add_argument("--cameras", default="front")
     p.add_argument("--image-size", default="160x96")
     p.add_argument("--model-preset", default="demo")
-    p.add_argument("--sft-epochs", type=float, default=3)
-    p.add_argument("--sft20-epochs", type=float, default=15)
+    p.add_argument("--from-scratch", action="store_true", help="Start from the random model, not the base model.")
+    p.add_argument("--base-model", default=None, help="Use this base model instead of building one.")
+    p.add_argument("--caption-samples", type=int, default=5000)
+    p.add_argument("--caption-seed", type=int, default=101)
+    p.add_argument("--base-epochs", type=float, default=3)
+    p.add_argument("--sft-fraction", type=float, default=0.2, help="Must match the recipes' `sft_fraction`.")
+    p.add_argument("--sft20-epochs", type=float, default=DEMO_SFT_EPOCHS)
     p.add_argument(
         "--sft-long-epochs",
         type=float,
-        default=4.5,
+        default=3.0,
         help="`sft_all_long`: SFT on all data for about the wall time of SFT 20 %% -> GRPO (0 skips it).",
     )
-    p.add_argument(
-        "--long-grpo-steps",
-        type=int,
-        default=240,
-        help="`sft_all_long_grpo`: GRPO steps on top of `sft_all_long` (0 skips it).",
-    )
-    p.add_argument("--grpo-steps", type=int, default=120)
-    p.add_argument("--eval-samples", type=int, default=150)
-    p.add_argument("--k", type=int, default=8)
-    p.add_argument("--max-new-tokens", type=int, default=128)
-    p.add_argument("--skip-ablation", action="store_true")
-    p.add_argument("--skip-grpo-only", action="store_true")
-    p.add_argument("--skip-sft-all-grpo", action="store_true", help="Skip GRPO on top of the SFT-all model.")
+    p.add_argument("--grpo-steps", type=int, default=DEMO_GRPO_STEPS)
+    p.add_argument("--reasoning-grpo-steps", type=int, default=DEMO_GRPO_STEPS)
+    p.add_argument("--eval-samples", type=int, default=500)
+    p.add_argument("--k", type=int, default=4)
+    p.add_argument("--max-new-tokens", type=int, default=24)
+    p.add_argument("--max-new-tokens-reasoning", type=int, default=128)
+    p.add_argument("--skip-reasoning", action="store_true", help="Skip the reasoning arm.")
+    p.add_argument("--with-grpo-only", action="store_true", help="Add GRPO from the start model (first seed).")
+    p.add_argument("--with-ablation", action="store_true", help="Add the reward ablation (first seed).")
     p.add_argument("--jobs", type=int, default=2, help="Trainings/evaluations run at once (one core each).")
     p.add_argument("--work-dir", default="outputs/reproduce")
     p.add_argument("--results-dir", default="benchmarks/results")
@@ -436,8 +480,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.quick:
         args.seeds = args.seeds[:1]
-        args.num_samples, args.sft_epochs, args.sft20_epochs, args.grpo_steps = 300, 1, 1, 4
-        args.sft_long_epochs, args.long_grpo_steps = 1.5, 4
+        args.num_samples, args.caption_samples, args.base_epochs = 300, 100, 1
+        args.sft20_epochs, args.grpo_steps, args.reasoning_grpo_steps = 1, 4, 4
+        args.sft_long_epochs = 0.5
         args.eval_samples, args.k = 16, 2
         args.work_dir = args.work_dir.rstrip("/") + "-quick"
         args.results_dir = args.work_dir + "/results"

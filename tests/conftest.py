@@ -4,6 +4,9 @@
   reloadable offline with `AutoModelForImageTextToText` / `AutoProcessor`. Treat it as read-only; copy it first
   (`shutil.copytree`) if a test must modify it.
 - `tiny_model_dirs`: a dict arch -> saved tiny model directory for `qwen2_vl`, `qwen2_5_vl` and `qwen3_vl`.
+- `family_model_dirs`: the same for the non-Qwen families `smolvlm`, `gemma3`, `llava_onevision`, `internvl`.
+- `split_model_dir`: a tiny Qwen2.5-VL whose tokenizer splits the tags and action words like the real Qwen tokenizer
+  (preset `tiny_split`).
 - `tiny_dataset_dir`: a `save_to_disk` `DatasetDict` in the canonical driving schema (`alphadrive_trl.data`), splits
   `train` (48 rows) and `test` (16 rows), 1 to 3 images per row (roles `front`, `front_t-1`, `front_left`). Labels
   follow the picture and the prompt: red light -> STOP, green light -> KEEP below 10 m/s else DECELERATE; the
@@ -39,6 +42,27 @@ def tiny_model_dirs(tmp_path_factory) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tiny_model_dirs) -> str:
     return tiny_model_dirs["qwen2_5_vl"]
+
+
+@pytest.fixture(scope="session")
+def family_model_dirs(tmp_path_factory) -> dict[str, str]:
+    from alphadrive_trl.testing import FAMILY_ARCHITECTURES, build_tiny_model
+
+    root = tmp_path_factory.mktemp("family_models")
+    dirs = {}
+    for arch in FAMILY_ARCHITECTURES:
+        dirs[arch] = str(root / arch)
+        build_tiny_model(arch, dirs[arch], seed=0)
+    return dirs
+
+
+@pytest.fixture(scope="session")
+def split_model_dir(tmp_path_factory) -> str:
+    from alphadrive_trl.testing import build_tiny_model
+
+    path = str(tmp_path_factory.mktemp("split_model") / "qwen2_5_vl")
+    build_tiny_model("qwen2_5_vl", path, seed=0, preset="tiny_split")
+    return path
 
 
 _NAVIGATION = {

@@ -121,3 +121,20 @@ def test_pixel_budget_sets_visual_tokens_per_image(tiny_model_dir):
     large = MultiImageCollator(processor, min_pixels=28 * 28, max_pixels=84 * 84)([row])
     assert large["image_grid_thw"].tolist() == [[1, 6, 6]]
     assert (large["input_ids"] == processor.image_token_id).sum().item() == 9
+
+
+def test_masking_with_the_real_tokenizer_layout(split_model_dir, mixed_rows):
+    """Tags and action words in several tokens, as the real Qwen tokenizer cuts them: the trained tokens are still
+    exactly the completion plus the end of turn, and the block covers every piece of every tag."""
+    processor = AutoProcessor.from_pretrained(split_model_dir)
+    tokenizer = processor.tokenizer
+    pieces = {text: len(tokenizer(text)["input_ids"]) for text in ("<think>", "</answer>", "DECELERATE", "LEFT_TURN")}
+    assert pieces == {"<think>": 3, "</answer>": 3, "DECELERATE": 3, "LEFT_TURN": 2}
+    batch = MultiImageCollator(processor)(mixed_rows)
+    labels, input_ids = batch["labels"], batch["input_ids"]
+    trained = [tokenizer.decode(row_ids[row_labels != IGNORE_INDEX]) for row_ids, row_labels in zip(input_ids, labels)]
+    assert trained == [text + "<|im_end|>\n" for text in COMPLETIONS]
+    counts = (labels != IGNORE_INDEX).sum(-1).tolist()
+    expected = [len(tokenizer(text + "<|im_end|>\n")["input_ids"]) for text in COMPLETIONS]
+    assert counts == expected
+    assert not (labels == processor.image_token_id).any()

@@ -88,6 +88,20 @@ def test_per_class_f1_hand_computed():
     assert m["confusion"]["path"]["LEFT_TURN"]["UNPARSED"] == 1
 
 
+def test_safety_critical_error_rate_hand_computed():
+    from alphadrive_trl.evaluation import meta_action_metrics
+
+    truth = [("STOP", "STRAIGHT"), ("DECELERATE", "LEFT_TURN"), ("STOP", "STRAIGHT"), ("DECELERATE", "STRAIGHT")]
+    truth += [("KEEP", "STRAIGHT")]  # not safety-critical: answering ACCELERATE here is no safety error
+    predicted = [("ACCELERATE", "STRAIGHT"), ("KEEP", "LEFT_TURN"), ("DECELERATE", "STRAIGHT"), None]
+    predicted += [("ACCELERATE", "STRAIGHT")]
+    # 2 of the 4 STOP/DECELERATE scenes answered ACCELERATE or KEEP; the unparsable answer is not counted as one.
+    assert meta_action_metrics(truth, predicted)["safety_critical_error_rate"] == 50.0
+    assert meta_action_metrics([("KEEP", "STRAIGHT")], [("STOP", "STRAIGHT")])["safety_critical_error_rate"] is None
+    # META_RECORDS: GT STOP/DECELERATE in b (answered DECELERATE), c (unparsable) and e (answered KEEP) -> 1 of 3.
+    assert compute_metrics(META_RECORDS)["safety_critical_error_rate"] == pytest.approx(100 / 3)
+
+
 def test_combination_accuracy_covers_all_20_pairs():
     m = compute_metrics(META_RECORDS)
     combos = m["combination_accuracy"]

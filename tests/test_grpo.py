@@ -358,7 +358,7 @@ def test_two_process_gloo_run(tiny_model_dir, tiny_dataset_dir, tmp_path):
 class WhitespaceTokenizer:
     """One token per whitespace-separated word: lengths that can be counted by hand."""
 
-    def __call__(self, text: str) -> dict:
+    def __call__(self, text: str, add_special_tokens: bool = True) -> dict:
         return {"input_ids": text.split()}
 
 
@@ -368,17 +368,37 @@ def test_completion_budget_warns_when_reference_answers_would_be_cut(caplog):
 
     rows = [{key: value for key, value in row.items() if key != "images"} for row in make_driving_rows(4)]
     rows[0]["reasoning"] = None  # answer only: "<answer> S, P </answer>" = 4 words
-    # "<think> The light is red at 5.3 m/s. </think> <answer> STOP, STRAIGHT </answer>": 13 words
+    # "<think> The light is red at 5.3 m/s. </think> <answer> STOP, STRAIGHT </answer>": 13 words, and GRPO also
+    # generates the end-of-turn token: 14 tokens against max_completion_length.
     dataset = Dataset.from_list(rows)
     with caplog.at_level("WARNING", logger="alphadrive_trl.grpo"):
-        assert grpo.check_completion_budget(dataset, WhitespaceTokenizer(), 13) == 0.0
+        assert grpo.check_completion_budget(dataset, WhitespaceTokenizer(), 14) == 0.0
         assert not caplog.records
-        assert grpo.check_completion_budget(dataset, WhitespaceTokenizer(), 12) == 0.75
+        assert grpo.check_completion_budget(dataset, WhitespaceTokenizer(), 13) == 0.75
     message = caplog.records[-1].getMessage()
     assert "75% of the reference completions (4 rows sampled)" in message
-    assert "max_completion_length=12" in message and "max 13" in message and "at least 13" in message
+    assert "max_completion_length=13" in message and "max 14" in message and "at least 14" in message
     # Rows the template cannot render (no trajectory in trajectory mode) are skipped, not fatal.
-    assert grpo.check_completion_budget(dataset, WhitespaceTokenizer(), 4, template="trajectory") == 0.0
+    assert grpo.check_completion_budget(dataset, WhitespaceTokenizer(), 5, template="trajectory") == 0.0
+
+
+def test_completion_budget_counts_what_grpo_generates_with_the_real_tokenizer_layout(split_model_dir):
+    """With tags and actions in several tokens (like the real Qwen tokenizer), the length the check measures is the
+    number of tokens the model generates for the reference completion: its text, then `<|im_end|>`."""
+    from conftest import make_driving_rows
+    from datasets import Dataset
+    from transformers import AutoProcessor
+
+    from alphadrive_trl.prompts import build_completion
+
+    tokenizer = AutoProcessor.from_pretrained(split_model_dir).tokenizer
+    row = {key: value for key, value in make_driving_rows(1)[0].items() if key != "images"}
+    text = build_completion(row)[0]["content"][0]["text"]  # the reference completion, closed by the end of turn
+    generated = tokenizer(text + "<|im_end|>", add_special_tokens=False)["input_ids"]
+    assert tokenizer.convert_ids_to_tokens(generated[-1]) == "<|im_end|>"
+    dataset = Dataset.from_list([row])
+    assert grpo.check_completion_budget(dataset, tokenizer, len(generated)) == 0.0
+    assert grpo.check_completion_budget(dataset, tokenizer, len(generated) - 1) == 1.0
 
 
 def test_grpo_datasets_share_the_stage_split_and_name_missing_splits(tiny_dataset_dir):

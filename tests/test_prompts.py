@@ -40,7 +40,10 @@ def _row(num_images=1, **overrides):
     return row
 
 
-@pytest.mark.parametrize("template", sorted(PROMPT_TEMPLATES))
+PLANNING_TEMPLATES = sorted(name for name, spec in PROMPT_TEMPLATES.items() if spec.target != "caption")
+
+
+@pytest.mark.parametrize("template", PLANNING_TEMPLATES)
 @pytest.mark.parametrize("num_images", [1, 3])
 def test_prompt_layout_and_content(template, num_images):
     prompt = build_prompt(_row(num_images), template)
@@ -51,7 +54,8 @@ def test_prompt_layout_and_content(template, num_images):
     text = content[-1]["text"]
     assert "Speed 8.0 m/s." in text and "Navigation: change to the left lane." in text
     assert all(word in text for word in SPEED_ACTIONS + PATH_ACTIONS)
-    assert "<think>" in text and "</think>" in text and "<answer> SPEED, PATH </answer>" in text
+    assert ("<think>" in text and "</think>" in text) == (template != "answer_only")
+    assert "<answer> SPEED, PATH </answer>" in text
     assert ("Images in order:" in text) == (num_images > 1)
     if num_images == 3:
         assert "Images in order: front camera, front camera 1 frame earlier, front-left camera." in text
@@ -86,6 +90,29 @@ def test_completion_with_and_without_reasoning():
     ]
     answer_only = build_completion(_row(reasoning=None))[0]["content"][0]["text"]
     assert answer_only == "<answer> KEEP, LEFT_CHANGE </answer>"
+
+
+def test_answer_only_template_drops_the_reasoning():
+    prompt = build_prompt(_row(), "answer_only")[0]["content"][-1]["text"]
+    assert prompt.endswith("Reply <answer> SPEED, PATH </answer>.")
+    completion = build_completion(_row(), "answer_only")[0]["content"][0]["text"]
+    assert completion == "<answer> KEEP, LEFT_CHANGE </answer>"  # the row's reasoning is not trained on
+
+
+def test_describe_template_trains_on_the_caption_and_names_no_plan():
+    caption = "A road with two lanes; we are in the right lane. A car 30 m ahead in the left lane."
+    row = _row(3, caption=caption)
+    text = build_prompt(row, "describe")[0]["content"][-1]["text"]
+    assert text == (
+        "Speed 8.0 m/s. Navigation: change to the left lane. Images in order: front camera, front camera 1 frame "
+        "earlier, front-left camera. Describe what matters in the scene."
+    )
+    assert not any(word in text for word in SPEED_ACTIONS + PATH_ACTIONS)
+    assert build_completion(row, "describe")[0]["content"][0]["text"] == caption
+    example = to_sft_example(row, "describe")
+    assert example["completion"][0]["content"][0]["text"] == caption and len(example["images"]) == 3
+    with pytest.raises(DrivingDataError, match=r"sample_id=s-1 field=caption: .*--captions"):
+        build_completion(_row(), "describe")
 
 
 def test_trajectory_template_appends_the_waypoints():

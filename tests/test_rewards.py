@@ -701,3 +701,42 @@ def test_trajectory_accuracy_without_a_trajectory_column_raises_like_the_plannin
     with pytest.raises(ValueError, match=r"^Reward 'speed_planning' needs the ground truth"):
         speed(completions=[completion], ego_speed=[5.0])
     assert accuracy(completions=[completion], trajectory=[None], ego_speed=[5.0]) == [0.0]  # a missing cell: 0.0
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The real tokenizer layout: tags and action words in several tokens
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def test_rewards_on_completions_decoded_from_the_split_tokenizer(split_model_dir):
+    """GRPO decodes the generated ids into text before the rewards see it. With the tokenizer that cuts `<think>` and
+    ACCELERATE into 3 pieces and LEFT_CHANGE into 2 (like the real Qwen tokenizer), the decoded text is the original
+    one and every reward gives the hand-worked values."""
+    from transformers import AutoProcessor
+
+    tokenizer = AutoProcessor.from_pretrained(split_model_dir).tokenizer
+    texts = [
+        answer("ACCELERATE", "LEFT_CHANGE"),
+        answer("DECELERATE", "STRAIGHT"),
+        answer("STOP", "RIGHT_TURN") + " extra",
+        "<answer> KEEP, LEFT_TURN",
+    ]
+    ids = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
+    assert [
+        len(tokenizer.tokenize(word)) for word in ("<think>", "ACCELERATE", "STRAIGHT", "LEFT_CHANGE", "KEEP")
+    ] == [
+        3,
+        3,
+        3,
+        2,
+        1,
+    ]
+    decoded = [tokenizer.decode(row + [tokenizer.eos_token_id], skip_special_tokens=True) for row in ids]
+    assert decoded == texts
+    completions = [[{"role": "assistant", "content": text}] for text in decoded]
+    prompts = ["a", "b", "c", "d"]
+    speed = call(speed_planning_reward, completions, prompts=prompts, speed="ACCELERATE", completion_ids=ids)
+    assert speed == approx([0.9, 0.0, 0.0, 0.0])
+    path = call(path_planning_reward, completions, prompts=prompts, path="LEFT_CHANGE", completion_ids=ids)
+    assert path == approx([1.0, 0.0, 0.0, 0.0])
+    assert format_reward(completions=completions) == [1.0, 1.0, 0.0, 0.0]

@@ -73,6 +73,7 @@ def test_sft_end_to_end_loss_falls_and_checkpoint_reloads(tiny_model_dir, tiny_d
                 "prompt_template": "default",
                 "min_pixels": None,
                 "max_pixels": 3136,
+                "max_image_tokens": None,
                 "max_images": None,
                 "model_name_or_path": tiny_model_dir,  # what a resume into this output_dir compares against
             }

@@ -23,6 +23,7 @@ from data_prep.synthetic import (
     Scene,
     Vehicle,
     build_dataset,
+    describe_scene,
     expert_trajectory,
     generate_sample,
     label_scene,
@@ -345,3 +346,74 @@ def test_save_splits_refuses_an_all_empty_dataset(tmp_path):
     with pytest.raises(ValueError, match=r"^every split \(train, test\) is empty; there is nothing to save$"):
         save_splits(DatasetDict({"train": empty, "test": empty}), tmp_path / "x")
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize(
+    "scene, cameras, history, expected",
+    [
+        (
+            Scene(ego_speed=8.0, junction_distance=10.0, light="red"),
+            (),
+            0,
+            "A road with two lanes; we are in the left lane. An intersection 10 m ahead with a red light.",
+        ),
+        (
+            Scene(
+                ego_speed=10.0,
+                num_lanes=3,
+                ego_lane=1,
+                crosswalk_distance=14.4,
+                pedestrian=True,
+                speed_limit=50 / 3.6,
+                sidewalk_pedestrian=True,
+            ),
+            (),
+            0,
+            "A road with three lanes; we are in the middle lane. A sign shows a speed limit of 50 km/h. A pedestrian "
+            "is on the zebra crossing 14 m ahead. A pedestrian walks on the sidewalk.",
+        ),
+        (  # a closing lead without brake lights: its speed needs a history frame; a car alongside needs the camera
+            Scene(
+                ego_speed=12.0,
+                ego_lane=1,
+                lead=Vehicle(gap=20.0, speed=7.0),
+                left_vehicle=Vehicle(gap=1.0, speed=12.0),
+                cones_distance=25.0,
+            ),
+            ("front_left",),
+            1,
+            "A road with two lanes; we are in the right lane. Cones close our lane 25 m ahead. A car 20 m ahead in "
+            "our lane with its brake lights off, 5 m/s slower than us. A car alongside us in the left lane.",
+        ),
+        (
+            Scene(
+                ego_speed=12.0,
+                ego_lane=1,
+                lead=Vehicle(gap=20.0, speed=7.0),
+                left_vehicle=Vehicle(gap=1.0, speed=12.0),
+            ),
+            (),
+            0,
+            "A road with two lanes; we are in the right lane. A car 20 m ahead in our lane with its brake lights off.",
+        ),
+        (Scene(ego_speed=5.0, num_lanes=1), (), 0, "A road with one lane. Nothing else is on the road ahead."),
+    ],
+)
+def test_describe_scene_states_what_the_views_show(scene, cameras, history, expected):
+    assert describe_scene(scene, set(cameras), history) == expected
+
+
+def test_captions_name_no_decision_and_build_a_loadable_dataset(tmp_path):
+    config = GeneratorConfig(num_samples=40, seed=3, captions=True, cameras=("front", "front_left", "front_right"))
+    rows = [generate_sample(config, index) for index in range(40)]
+    vocabulary = {"KEEP", "ACCELERATE", "DECELERATE", "STOP", "STRAIGHT", "TURN", "CHANGE"}
+    for row in rows:
+        words = set(row["caption"].upper().replace(".", " ").replace(",", " ").replace(";", " ").split())
+        assert not words & vocabulary, row["caption"]
+        assert "we stop" not in row["caption"] and "slow down" not in row["caption"]
+    plain = generate_sample(GeneratorConfig(num_samples=40, seed=3, cameras=config.cameras), 0)
+    assert "caption" not in plain and {k: v for k, v in rows[0].items() if k != "caption"} == plain
+    dataset = build_dataset(config, tmp_path / "captions", progress=False)
+    assert dataset["train"][0]["caption"] == rows[0]["caption"]
+    loaded = load_driving_dataset(tmp_path / "captions")  # extra columns survive validation
+    assert "caption" in loaded["train"].column_names

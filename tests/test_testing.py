@@ -123,3 +123,17 @@ def test_cli_writes_a_reloadable_model(tmp_path, capsys):
     model = AutoModelForImageTextToText.from_pretrained(out)
     reference, _ = build_tiny_model("qwen3_vl", seed=1)
     assert all(torch.equal(v, reference.state_dict()[k]) for k, v in model.state_dict().items())
+
+
+def test_split_preset_cuts_tags_and_actions_like_the_real_qwen_tokenizer(split_model_dir, tiny_model_dir):
+    split = AutoProcessor.from_pretrained(split_model_dir).tokenizer
+    single = AutoProcessor.from_pretrained(tiny_model_dir).tokenizer
+    expected = {"<think>": 3, "</think>": 3, "<answer>": 3, "</answer>": 3, "KEEP": 1, "STOP": 1}
+    expected.update({word: 3 for word in ("ACCELERATE", "DECELERATE", "STRAIGHT")})
+    expected.update({word: 2 for word in ("RIGHT_CHANGE", "LEFT_CHANGE", "RIGHT_TURN", "LEFT_TURN")})
+    assert {word: len(split.tokenize(word)) for word in expected} == expected
+    assert {word: len(single.tokenize(word)) for word in expected} == dict.fromkeys(expected, 1)
+    text = "<think> Red light ahead. </think> <answer> DECELERATE, LEFT_CHANGE </answer>"
+    assert split.decode(split(text)["input_ids"]) == text
+    with open(os.path.join(split_model_dir, "tiny_model.json")) as f:
+        assert json.load(f)["tokenizer_layout"] == "split"

@@ -450,7 +450,7 @@ class VLMPolicy(DrivingPolicy):
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         from .configs import load_driving_config
-        from .data import apply_image_budget
+        from .image_budget import apply_image_budget
         from .prompts import get_template
 
         if not os.path.isfile(os.path.join(model_dir, "config.json")):
@@ -467,9 +467,11 @@ class VLMPolicy(DrivingPolicy):
         self._torch = torch
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.processor = AutoProcessor.from_pretrained(model_dir)
-        apply_image_budget(self.processor, settings.get("min_pixels"), settings.get("max_pixels"))
+        budget = {k: settings.get(k) for k in ("min_pixels", "max_pixels", "max_image_tokens")}
+        apply_image_budget(self.processor, **budget)
         dtype = torch.bfloat16 if self.device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
         self.model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=dtype).to(self.device).eval()
+        apply_image_budget(self.processor, model=self.model)
 
     def reset(self, seed: int) -> None:
         self._torch.manual_seed(seed)

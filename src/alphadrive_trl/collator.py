@@ -5,8 +5,8 @@ prompt's `{"type": "image"}` placeholders in order from the row's `images` (so a
 sample), runs the processor and builds labels. `MultiImageCollator` keeps all of that and adds:
 
 - completion-only loss by default, with image, video and vision-marker tokens masked wherever they are;
-- the per-image pixel budget of the recipe (`min_pixels` / `max_pixels`) applied to the processor, through
-  `alphadrive_trl.data.apply_image_budget`, the same call evaluation makes;
+- the per-image budget of the recipe (`max_image_tokens` for any family, or Qwen's `min_pixels` / `max_pixels`)
+  applied to the processor through `alphadrive_trl.image_budget.apply_image_budget`, the same call evaluation makes;
 - errors that name the sample (`sample_id` when the row has one) when its image count does not match its
   placeholders;
 - a loud `NoTrainableTokensError` when a batch has no trainable token, instead of a silent zero loss (which happens
@@ -22,15 +22,17 @@ Example:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
-from .data import apply_image_budget
+from .image_budget import apply_image_budget
 
 IGNORE_INDEX = -100
-# Tokens that stand for pixels or frame them; they are never a training target.
+# Tokens that stand for pixels or frame them; they are never a training target. Qwen's by name; other families' are
+# read from the processor and tokenizer attributes below (and SmolVLM's `<row_i_col_j>` tile markers).
 VISION_TOKENS: tuple[str, ...] = (
     "<|image_pad|>",
     "<|video_pad|>",
@@ -38,6 +40,32 @@ VISION_TOKENS: tuple[str, ...] = (
     "<|vision_end|>",
     "<|vision_pad|>",
 )
+_VISION_TOKEN_ATTRIBUTES: tuple[str, ...] = (
+    "image_token",
+    "video_token",
+    "boi_token",
+    "eoi_token",
+    "fake_image_token",
+    "global_image_token",
+    "start_image_token",
+    "end_image_token",
+    "context_image_token",
+)
+_TILE_MARKER = re.compile(r"^<row_\d+_col_\d+>$")
+
+
+def vision_token_ids(processor: Any) -> list[int]:
+    """Ids of every token that stands for pixels or frames them, for any supported VLM family."""
+    tokenizer = getattr(processor, "tokenizer", processor)
+    vocab = tokenizer.get_vocab()
+    names = set(VISION_TOKENS)
+    for obj in (processor, tokenizer):
+        for attribute in _VISION_TOKEN_ATTRIBUTES:
+            value = getattr(obj, attribute, None)
+            if isinstance(value, str):
+                names.add(value)
+    names.update(token for token in vocab if _TILE_MARKER.match(token))
+    return sorted({vocab[name] for name in names if name in vocab})
 
 
 class NoTrainableTokensError(ValueError):
@@ -71,18 +99,22 @@ class MultiImageCollator(DataCollatorForVisionLanguageModeling):
     Args (in addition to TRL's `DataCollatorForVisionLanguageModeling`):
         min_pixels: Lower pixel budget per image, set on the processor at construction; None keeps its value.
         max_pixels: Upper pixel budget per image (bounds visual tokens per image); None keeps its value.
+        max_image_tokens: Most visual tokens per image, any model family (`alphadrive_trl.image_budget`).
     """
 
     completion_only_loss: bool = True
     min_pixels: int | None = None
     max_pixels: int | None = None
+    max_image_tokens: int | None = None
 
     def __post_init__(self):
-        if self.min_pixels is not None or self.max_pixels is not None:
-            apply_image_budget(self.processor, min_pixels=self.min_pixels, max_pixels=self.max_pixels)
-        tokenizer = getattr(self.processor, "tokenizer", self.processor)
-        vocab = tokenizer.get_vocab()
-        self._masked_token_ids = sorted({vocab[token] for token in VISION_TOKENS if token in vocab})
+        apply_image_budget(
+            self.processor,
+            min_pixels=self.min_pixels,
+            max_pixels=self.max_pixels,
+            max_image_tokens=self.max_image_tokens,
+        )
+        self._masked_token_ids = vision_token_ids(self.processor)
 
     def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         # Shallow copies: the parent rewrites `prompt`/`completion`/`images` keys, the caller's rows stay intact.

@@ -43,6 +43,15 @@ class DrivingScriptArguments(ScriptArguments):
             "tokens, and so memory, per image. None keeps the processor's value."
         },
     )
+    max_image_tokens: int | None = field(
+        default=None,
+        metadata={
+            "help": "Most visual tokens one image may cost, for any model family: the family's hook in "
+            "`alphadrive_trl.image_budget` turns it into its own setting (Qwen max_pixels, SmolVLM longest edge and "
+            "splitting, LLaVA-OneVision anyres grid, InternVL max tiles, Gemma 3 pan-and-scan) and fails when the "
+            "family cannot meet it. None keeps the processor's value. Excludes `max_pixels`."
+        },
+    )
     max_images: int | None = field(
         default=None,
         metadata={
@@ -54,7 +63,8 @@ class DrivingScriptArguments(ScriptArguments):
         default=None,
         metadata={
             "help": "`sft` or `grpo` takes the matching disjoint part of the train split (the paper warms up on a "
-            "fraction of the data and runs RL on the rest); None uses the whole train split."
+            "fraction of the data and runs RL on the rest); None (`--stage null` on the command line) uses the whole "
+            "train split."
         },
     )
     sft_fraction: float = field(
@@ -76,16 +86,30 @@ class DrivingScriptArguments(ScriptArguments):
     )
 
     def __post_init__(self):
+        if isinstance(self.stage, str) and self.stage.strip().lower() in ("", "none", "null"):
+            self.stage = None  # `--stage null` on the command line clears a recipe's stage
         if self.stage not in (None, "sft", "grpo"):
             raise ValueError(f"`stage` must be 'sft', 'grpo' or null, got {self.stage!r}.")
         if not 0.0 < self.sft_fraction < 1.0:
             raise ValueError(f"`sft_fraction` must be strictly between 0 and 1, got {self.sft_fraction}.")
-        for name in ("min_pixels", "max_pixels", "max_images"):
+        for name in ("min_pixels", "max_pixels", "max_image_tokens", "max_images"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"`{name}` must be positive or null, got {value}.")
         if self.min_pixels and self.max_pixels and self.min_pixels > self.max_pixels:
             raise ValueError(f"`min_pixels` ({self.min_pixels}) is larger than `max_pixels` ({self.max_pixels}).")
+        if self.max_pixels is not None and self.max_image_tokens is not None:
+            raise ValueError(
+                "Set either `max_image_tokens` (any model family) or `max_pixels` (Qwen-VL only), not both."
+            )
+
+    def image_budget(self) -> dict[str, int | None]:
+        """Keyword arguments for `alphadrive_trl.image_budget.apply_image_budget`."""
+        return {
+            "min_pixels": self.min_pixels,
+            "max_pixels": self.max_pixels,
+            "max_image_tokens": self.max_image_tokens,
+        }
 
 
 @dataclass
@@ -162,8 +186,9 @@ class DrivingGRPOConfig(GRPOConfig):
             )
         if self.trajectory_labeller not in ("heading", "senna"):
             raise ValueError(f"`trajectory_labeller` must be 'heading' or 'senna', got {self.trajectory_labeller!r}.")
-        if isinstance(self.reward_funcs, str):
-            self.reward_funcs = [name.strip() for name in self.reward_funcs.split(",") if name.strip()]
+        # `a,b` and `a b` both work on the command line (and a YAML list of either).
+        items = [self.reward_funcs] if isinstance(self.reward_funcs, str) else self.reward_funcs
+        self.reward_funcs = [name.strip() for item in items for name in str(item).split(",") if name.strip()]
         for name in ("speed_action_weights", "path_action_weights"):
             value = getattr(self, name)
             if isinstance(value, str):
@@ -194,7 +219,7 @@ def save_driving_config(
     model changed."""
     os.makedirs(output_dir, exist_ok=True)
     path = os.path.join(output_dir, DRIVING_CONFIG_NAME)
-    keep = ("prompt_template", "min_pixels", "max_pixels", "max_images")
+    keep = ("prompt_template", "min_pixels", "max_pixels", "max_image_tokens", "max_images")
     payload = {k: v for k, v in asdict(script_args).items() if k in keep}
     if model_name_or_path is not None:
         payload["model_name_or_path"] = model_name_or_path

@@ -1,4 +1,5 @@
-"""The canonical driving dataset: schema, validation, loading, stage split and the per-image pixel budget.
+"""The canonical driving dataset: schema, validation, loading, stage split (the per-image budget lives in
+`alphadrive_trl.image_budget`; `apply_image_budget` is re-exported here).
 
 Every source in `data_prep/` writes this schema (SPEC §3); trainers and evaluation read it through
 `load_driving_dataset`, which validates rows and names the `sample_id` and field of every problem.
@@ -45,6 +46,7 @@ from datasets import (
 )
 
 from .actions import PATH_ACTIONS, SPEED_ACTIONS, parse_plan
+from .image_budget import apply_image_budget  # noqa: F401  (re-exported: the budget used to live here)
 
 TRAJECTORY_LENGTH = 6
 
@@ -449,39 +451,3 @@ def select_images(row: Mapping[str, Any], max_images: int | None = None) -> list
 def select_image_roles(row: Mapping[str, Any], max_images: int | None = None) -> list[str]:
     """The roles of `select_images(row, max_images)`, in the same order."""
     return [row["image_roles"][i] for i in image_order(row, max_images)]
-
-
-def apply_image_budget(processor: Any, min_pixels: int | None = None, max_pixels: int | None = None) -> Any:
-    """Set the per-image pixel budget of a Qwen-VL processor (or its image processor) in place and return it.
-
-    transformers 5 keeps the budget in `image_processor.size = {"shortest_edge": min_pixels, "longest_edge":
-    max_pixels}` (the names are historical: both are pixel counts); images are resized so that their area falls in
-    that range, which fixes the number of visual tokens per image. None keeps the current value. Training and
-    evaluation both call this so a checkpoint sees the same number of visual tokens in both.
-
-    Example:
-        >>> from transformers import Qwen2VLImageProcessor
-        >>> apply_image_budget(Qwen2VLImageProcessor(), min_pixels=3136, max_pixels=12544).size["longest_edge"]
-        12544
-    """
-    if min_pixels is None and max_pixels is None:
-        return processor
-    image_processor = getattr(processor, "image_processor", processor)
-    size = getattr(image_processor, "size", None)
-    if size is None:
-        raise ValueError(f"{type(image_processor).__name__} has no `size` attribute; is this a Qwen-VL processor?")
-    size = dict(size) if isinstance(size, Mapping) else {k: v for k, v in vars(size).items() if v is not None}
-    if "shortest_edge" not in size and "longest_edge" not in size:
-        raise ValueError(f"{type(image_processor).__name__}.size {size} has no pixel budget (shortest/longest_edge)")
-    new_min = size.get("shortest_edge") if min_pixels is None else int(min_pixels)
-    new_max = size.get("longest_edge") if max_pixels is None else int(max_pixels)
-    if new_min is not None and new_max is not None and new_min > new_max:
-        raise ValueError(f"min_pixels ({new_min}) is larger than max_pixels ({new_max})")
-    size = {k: v for k, v in size.items() if k not in ("min_pixels", "max_pixels")}
-    size.update({"shortest_edge": new_min, "longest_edge": new_max})
-    image_processor.size = size
-    # Older processors also read these attributes, which override `size` when present.
-    for name, value in (("min_pixels", new_min), ("max_pixels", new_max)):
-        if getattr(image_processor, name, None) is not None:
-            setattr(image_processor, name, value)
-    return processor

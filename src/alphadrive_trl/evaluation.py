@@ -69,6 +69,7 @@ HEADLINE_METRICS: tuple[tuple[str, str], ...] = (
     ("path_accuracy", "%"),
     ("macro_f1_speed", "%"),
     ("macro_f1_path", "%"),
+    ("safety_critical_error_rate", "%"),
     ("parse_rate", "%"),
     ("format_rate", "%"),
     ("mean_distinct_plans", "plans"),
@@ -262,6 +263,11 @@ def legacy_match(completion: str, speed_action: str, path_action: str) -> bool:
     return speed_action in text and path_action in text
 
 
+# The most dangerous planning error: the expert slows down or stops, the model keeps its speed or speeds up.
+SAFETY_CRITICAL_SPEEDS = frozenset({"STOP", "DECELERATE"})
+UNSAFE_ANSWERS = frozenset({"ACCELERATE", "KEEP"})
+
+
 def meta_action_metrics(
     ground_truth: Sequence[tuple[str, str]], predictions: Sequence[tuple[str, str] | None]
 ) -> dict[str, Any]:
@@ -271,6 +277,8 @@ def meta_action_metrics(
     both axes and a miss (false negative) for its ground-truth class on each axis, but a false positive for no class.
     Per-class F1 is one-vs-rest within an axis, 0 for a class with no support and no prediction; the macro averages
     cover every class of the axis, so a class missing from the data pulls them down (the report shows the support).
+    `safety_critical_error_rate`: of the scenes whose ground truth is STOP or DECELERATE, the share answered
+    ACCELERATE or KEEP (None without such scenes).
 
     Example:
         >>> m = meta_action_metrics([("KEEP", "STRAIGHT"), ("STOP", "STRAIGHT")], [("KEEP", "STRAIGHT"), None])
@@ -306,6 +314,10 @@ def meta_action_metrics(
             per_class_f1[word] = f1_from_counts(tp, fp, fn)
             support[word] = sum(matrix[word].values())
         metrics[f"macro_f1_{axis}"] = sum(per_class_f1[w] for w in vocabulary) / len(vocabulary)
+    must_slow = [p for g, p in zip(ground_truth, predictions) if g[0] in SAFETY_CRITICAL_SPEEDS]
+    metrics["safety_critical_error_rate"] = _percent(
+        sum(p is not None and p[0] in UNSAFE_ANSWERS for p in must_slow), len(must_slow)
+    )
     metrics["per_class_f1"] = per_class_f1
     metrics["class_support"] = support
     plan_support = Counter(ground_truth)
@@ -993,6 +1005,7 @@ def generate_predictions(
     max_images: int | None = None,
     min_pixels: int | None = None,
     max_pixels: int | None = None,
+    max_image_tokens: int | None = None,
     use_vllm: bool = False,
     seed: int = 0,
     show_progress: bool = True,
@@ -1036,6 +1049,7 @@ def generate_predictions(
         "max_images": max_images if max_images is not None else saved.get("max_images"),
         "min_pixels": min_pixels if min_pixels is not None else saved.get("min_pixels"),
         "max_pixels": max_pixels if max_pixels is not None else saved.get("max_pixels"),
+        "max_image_tokens": max_image_tokens if max_image_tokens is not None else saved.get("max_image_tokens"),
     }
     output = Path(output)
     meta = {
@@ -1127,15 +1141,17 @@ class _TransformersGenerator:
         import torch
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
-        from .data import apply_image_budget
+        from .image_budget import apply_image_budget
 
         self.torch = torch
         self.processor = AutoProcessor.from_pretrained(model_path)
-        apply_image_budget(self.processor, min_pixels=settings["min_pixels"], max_pixels=settings["max_pixels"])
+        budget = {k: settings.get(k) for k in ("min_pixels", "max_pixels", "max_image_tokens")}
+        apply_image_budget(self.processor, **budget)
         self.processor.tokenizer.padding_side = "left"
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         dtype = torch.bfloat16 if self.device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
         self.model = AutoModelForImageTextToText.from_pretrained(model_path, dtype=dtype).to(self.device).eval()
+        apply_image_budget(self.processor, model=self.model)
         self.settings = settings
         self.meta = meta
         torch.manual_seed(meta["seed"])
@@ -1293,6 +1309,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--max-images", type=int, default=None, help="Override the saved images-per-sample limit.")
     gen.add_argument("--min-pixels", type=int, default=None, help="Override the saved per-image min_pixels.")
     gen.add_argument("--max-pixels", type=int, default=None, help="Override the saved per-image max_pixels.")
+    gen.add_argument(
+        "--max-image-tokens", type=int, default=None, help="Override the saved visual tokens per image (any family)."
+    )
     gen.add_argument("--use-vllm", action="store_true", help="Generate with vLLM (must be installed; GPU).")
     gen.add_argument("--seed", type=int, default=0, help="Random seed of the sampling.")
 
@@ -1354,6 +1373,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 max_images=args.max_images,
                 min_pixels=args.min_pixels,
                 max_pixels=args.max_pixels,
+                max_image_tokens=args.max_image_tokens,
                 use_vllm=args.use_vllm,
                 seed=args.seed,
             )

@@ -49,7 +49,7 @@ from trl.trainer.utils import nanstd
 from .actions import ALL_PLANS, completion_to_text, parse_answer_strict
 from .checkpointing import QwenVLCheckpointMixin
 from .configs import DrivingGRPOConfig, DrivingScriptArguments
-from .data import DrivingDataError, apply_image_budget
+from .data import DrivingDataError
 from .entrypoint import (
     check_model_path,
     command,
@@ -59,6 +59,7 @@ from .entrypoint import (
     setup_logging,
     train_and_save,
 )
+from .image_budget import apply_image_budget
 from .prompts import completion_text, to_grpo_example
 from .rewards import REWARD_REGISTRY, format_reward, get_reward_funcs
 from .sft import SaveDrivingConfigCallback, load_model
@@ -181,6 +182,25 @@ def resolve_reward_funcs(names: Sequence[str], **options: Any) -> list:
     return funcs
 
 
+class _WithBatchNumImages:
+    """Calls a LLaVA-OneVision model with `batch_num_images` (images per sequence), which TRL 1.16 leaves out of the
+    loss forward. The processor encodes the images of a multi-image sample as base views only; without the count the
+    model expects an anyres grid for every image and the pixel rows do not match (`split_with_sizes` error). TRL
+    scores the sequences in order, chunk after chunk, so a cursor over `num_images` follows it."""
+
+    def __init__(self, model, num_images: Sequence[int]):
+        self._model, self._num_images, self._cursor = model, list(num_images), 0
+
+    def __call__(self, **inputs):
+        rows = inputs["input_ids"].shape[0]
+        counts = self._num_images[self._cursor : self._cursor + rows]
+        self._cursor += rows
+        return self._model(**inputs, batch_num_images=torch.tensor(counts, device=inputs["input_ids"].device))
+
+    def __getattr__(self, name):
+        return getattr(self._model, name)
+
+
 class DrivingGRPOTrainer(QwenVLCheckpointMixin, GRPOTrainer):
     """`trl.GRPOTrainer` with the driving rewards from the recipe and driving metrics in the logs.
 
@@ -205,6 +225,20 @@ class DrivingGRPOTrainer(QwenVLCheckpointMixin, GRPOTrainer):
                 raise ValueError("Pass `reward_funcs`, or a `DrivingGRPOConfig` whose `reward_funcs` names them.")
             reward_funcs = resolve_reward_funcs(args.reward_funcs, **args.reward_options())
         super().__init__(model, reward_funcs=reward_funcs, args=args, **kwargs)
+        if self.ref_model is not None:
+            # TRL loads the KL reference from the checkpoint path: give it the budget settings the model reads itself
+            # (LLaVA-OneVision's anyres grid), as the policy got them.
+            apply_image_budget(self.processing_class, model=self.accelerator.unwrap_model(self.ref_model))
+
+    def _get_per_token_logps_and_entropies(self, model, *args, num_images=None, batch_num_images=None, **kwargs):
+        # TRL forwards every processor output on its no-grad paths (reference and old log-probs), LLaVA-OneVision's
+        # `batch_num_images` included, which its own method does not accept (TypeError with beta > 0); its loss path
+        # drops it instead. `num_images` carries the same counts per sequence, so both paths use it.
+        if num_images is not None and any(n > 1 for n in num_images):
+            config = getattr(self.accelerator.unwrap_model(model), "config", None)
+            if getattr(config, "model_type", None) == "llava_onevision":
+                model = _WithBatchNumImages(model, num_images)
+        return super()._get_per_token_logps_and_entropies(model, *args, num_images=num_images, **kwargs)
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
@@ -231,14 +265,16 @@ def check_completion_budget(
     GRPO cuts a completion at `max_completion_length`: a model that learned to reason as long as its SFT targets then
     never reaches `<answer>`, every sample in a group scores 0 and the group teaches nothing. That failure is silent
     in TRL (only `completions/clipped_ratio` rises), so it is checked before training. Rows without reasoning
-    (answer-only data) are measured too: their completions are just short.
+    (answer-only data) are measured too: their completions are just short. A length counts the text's tokens plus
+    the end-of-turn token, which GRPO generates and counts against `max_completion_length` too.
     """
     # Without the image and prompt columns: iterating rows would otherwise decode every image.
     text_columns = [column for column in rows.column_names if column not in ("images", "prompt")]
     lengths = []
     for row in rows.select(range(min(max_rows, len(rows)))).select_columns(text_columns):
         try:
-            lengths.append(len(tokenizer(completion_text(row, template))["input_ids"]))
+            text_ids = tokenizer(completion_text(row, template), add_special_tokens=False)["input_ids"]
+            lengths.append(len(text_ids) + 1)  # + the end-of-turn token that closes a completion
         except DrivingDataError:  # e.g. no expert trajectory: nothing to measure, the rewards handle the row
             continue
     if not lengths:
@@ -309,7 +345,7 @@ def train_grpo(
         trust_remote_code=training_args.trust_remote_code,
         padding_side="left",  # generation appends on the right
     )
-    apply_image_budget(processor, min_pixels=script_args.min_pixels, max_pixels=script_args.max_pixels)
+    apply_image_budget(processor, **script_args.image_budget())
     check_completion_budget(
         train_dataset,
         getattr(processor, "tokenizer", processor),
@@ -320,6 +356,7 @@ def train_grpo(
     # Loaded like the SFT stage does (dtype, attention, 4-bit placement for QLoRA); TRL builds the KL reference from
     # the same path when beta > 0 without LoRA, and disables the adapter for it with LoRA.
     model = load_model(model_args, training_args)
+    apply_image_budget(processor, model=model)  # families whose model reads the budget too (LLaVA-OneVision)
 
     trainer = DrivingGRPOTrainer(
         model=model,

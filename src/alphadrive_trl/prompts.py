@@ -58,19 +58,24 @@ def describe_role(role: str) -> str:
 @dataclass(frozen=True)
 class PromptTemplate:
     """How a row becomes text. `instruction` follows the speed/navigation/images sentence; `answer_format` states the
-    tag format; `with_trajectory` appends the expert trajectory to SFT targets (trajectory mode)."""
+    tag format. `target` is what the SFT completion holds: `plan` (`<think> reasoning </think> <answer> S, P
+    </answer>`), `answer` (the answer block only: no reasoning even where the row has some) or `caption` (the row's
+    `caption` column: perception pre-training, no plan); `with_trajectory` appends the expert trajectory to SFT
+    targets (trajectory mode)."""
 
     name: str
     instruction: str
     answer_format: str
     with_trajectory: bool = False
+    target: str = "plan"
 
     def text(self, row: Mapping[str, Any], roles: list[str]) -> str:
         parts = [f"Speed {float(row['ego_speed']):.1f} m/s.", f"Navigation: {str(row['navigation']).strip()}."]
         if len(roles) > 1:
             parts.append(f"Images in order: {', '.join(describe_role(role) for role in roles)}.")
         parts.append(self.instruction)
-        parts.append(self.answer_format)
+        if self.answer_format:
+            parts.append(self.answer_format)
         return " ".join(parts)
 
 
@@ -89,6 +94,20 @@ PROMPT_TEMPLATES: dict[str, PromptTemplate] = {
         answer_format="Reply <think> reasoning </think> <answer> SPEED, PATH </answer> <trajectory> [x,y] ... "
         "</trajectory>.",
         with_trajectory=True,
+    ),
+    # The answer block alone: the policy gradient of GRPO then lands on the decision tokens only.
+    "answer_only": PromptTemplate(
+        name="answer_only",
+        instruction=f"Plan the next 3 s. {_VOCABULARIES}",
+        answer_format="Reply <answer> SPEED, PATH </answer>.",
+        target="answer",
+    ),
+    # Perception pre-training (`make base-model`): describe the scene; the target is the row's `caption`.
+    "describe": PromptTemplate(
+        name="describe",
+        instruction="Describe what matters in the scene.",
+        answer_format="",
+        target="caption",
     ),
 }
 
@@ -118,10 +137,19 @@ def build_prompt(
 
 
 def completion_text(row: Mapping[str, Any], template: str | PromptTemplate = "default") -> str:
-    """The SFT target: `<think> reasoning </think> <answer> S, P </answer>` (answer only without reasoning), plus the
-    `<trajectory>` block in trajectory mode."""
+    """The SFT target: `<think> reasoning </think> <answer> S, P </answer>` (answer only without reasoning, or with the
+    `answer_only` template), plus the `<trajectory>` block in trajectory mode; the `caption` column for `describe`."""
     spec = get_template(template)
-    text = format_answer(row["speed_action"], row["path_action"], row.get("reasoning"))
+    if spec.target == "caption":
+        caption = row.get("caption")
+        if not isinstance(caption, str) or not caption.strip():
+            raise DrivingDataError(
+                f"sample_id={row.get('sample_id')} field=caption: template {spec.name!r} trains on scene captions, "
+                "but the row has none (build the data with `python -m data_prep.synthetic --captions`)"
+            )
+        return caption.strip()
+    reasoning = row.get("reasoning") if spec.target == "plan" else None
+    text = format_answer(row["speed_action"], row["path_action"], reasoning)
     if spec.with_trajectory:
         if row.get("trajectory") is None:
             raise DrivingDataError(

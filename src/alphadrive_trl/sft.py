@@ -46,7 +46,6 @@ from .actions import completion_to_text, parse_answer_strict
 from .checkpointing import QwenVLCheckpointMixin
 from .collator import MultiImageCollator
 from .configs import DrivingScriptArguments, DrivingSFTConfig, save_driving_config
-from .data import apply_image_budget
 from .entrypoint import (
     check_model_path,
     command,
@@ -56,6 +55,7 @@ from .entrypoint import (
     setup_logging,
     train_and_save,
 )
+from .image_budget import apply_image_budget
 from .prompts import to_sft_example
 
 logger = logging.getLogger(__name__)
@@ -119,7 +119,8 @@ class SaveDrivingConfigCallback(TrainerCallback):
 class DrivingSFTTrainer(QwenVLCheckpointMixin, SFTTrainer):
     """`trl.SFTTrainer` for driving VLMs: multi-image collator + generation-based driving metrics.
 
-    Takes SFTTrainer's arguments, plus `min_pixels` / `max_pixels` (per-image budget given to the collator). The
+    Takes SFTTrainer's arguments, plus `max_image_tokens` (any family) or Qwen's `min_pixels` / `max_pixels`: the
+    per-image budget given to the collator (`alphadrive_trl.image_budget`). The
     datasets are in TRL's prompt-completion form with an `images` column (`alphadrive_trl.prompts.to_sft_example`);
     a `sample_id` column is kept, when present, so collator errors name the sample.
 
@@ -142,6 +143,7 @@ class DrivingSFTTrainer(QwenVLCheckpointMixin, SFTTrainer):
         *,
         min_pixels: int | None = None,
         max_pixels: int | None = None,
+        max_image_tokens: int | None = None,
         **kwargs,
     ):
         if args is None:
@@ -159,6 +161,7 @@ class DrivingSFTTrainer(QwenVLCheckpointMixin, SFTTrainer):
                 pad_to_multiple_of=args.pad_to_multiple_of,
                 min_pixels=min_pixels,
                 max_pixels=max_pixels,
+                max_image_tokens=max_image_tokens,
             )
         if getattr(args, "eval_generation_steps", 0) and eval_dataset is None:
             raise ValueError("`eval_generation_steps` is set but there is no eval dataset to generate on.")
@@ -234,7 +237,7 @@ class DrivingSFTTrainer(QwenVLCheckpointMixin, SFTTrainer):
         for example in examples:
             prompt = prepare_multimodal_messages(example["prompt"], images=example["images"])
             texts.append(processor.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False))
-            images.extend(example["images"])
+            images.append(example["images"])  # one list per prompt: multi-image processors group images by sample
         inputs = processor(
             text=texts, images=images or None, padding=True, padding_side="left", return_tensors="pt"
         ).to(self.accelerator.device)
@@ -323,8 +326,9 @@ def train_sft(
         revision=model_args.model_revision,
         trust_remote_code=training_args.trust_remote_code,
     )
-    apply_image_budget(processor, min_pixels=script_args.min_pixels, max_pixels=script_args.max_pixels)
+    apply_image_budget(processor, **script_args.image_budget())
     model = load_model(model_args, training_args)
+    apply_image_budget(processor, model=model)  # families whose model reads the budget too (LLaVA-OneVision)
 
     trainer = DrivingSFTTrainer(
         model,
