@@ -49,8 +49,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 # The demo recipes' warm-up epochs and GRPO steps (recipes/tiny-qwen2.5-vl/{sft,grpo}/config_demo.yaml).
-DEMO_SFT_EPOCHS = 3
-DEMO_GRPO_STEPS = 400
+DEMO_SFT_EPOCHS = 5
+DEMO_GRPO_STEPS = 1200
 PY = sys.executable
 SFT_RECIPE = "recipes/tiny-qwen2.5-vl/sft/config_demo.yaml"
 GRPO_RECIPE = "recipes/tiny-qwen2.5-vl/grpo/config_demo.yaml"
@@ -258,10 +258,10 @@ class Study:
             tasks[f"{seed}/sft20"] = ([], partial(self.sft, "sft20", seed, start, warm_up))
             tasks[f"{seed}/sft20_grpo"] = ([f"{seed}/sft20"], partial(self.grpo, "sft20_grpo", seed, sft20, ["--stage", "grpo"]))  # fmt: skip
             tasks[f"{seed}/sft_all"] = ([], partial(self.sft, "sft_all", seed, start, same_passes))
-            if a.sft_long_epochs:
+            if a.sft_long_epochs and seed in (a.long_seeds or a.seeds):
                 long = ["--stage", "null", "--num_train_epochs", str(a.sft_long_epochs)]
                 tasks[f"{seed}/sft_all_long"] = ([], partial(self.sft, "sft_all_long", seed, start, long))
-            if not a.skip_reasoning:
+            if not a.skip_reasoning and seed in (a.reasoning_seeds or a.seeds):
                 tasks[f"{seed}/sft20_reasoning"] = ([], partial(self.sft, "sft20_reasoning", seed, start, warm_up, REASONING_SFT_RECIPE))  # fmt: skip
                 tasks[f"{seed}/sft20_reasoning_grpo"] = ([f"{seed}/sft20_reasoning"], partial(self.grpo, "sft20_reasoning_grpo", seed, sft20_reasoning, ["--stage", "grpo"], a.reasoning_grpo_steps, REASONING_GRPO_RECIPE))  # fmt: skip
             if seed == a.seeds[0] and a.with_grpo_only:  # one seed: it is the paper's weakest setting
@@ -461,9 +461,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--sft-long-epochs",
         type=float,
-        default=3.0,
+        default=8.0,
         help="`sft_all_long`: SFT on all data for about the wall time of SFT 20 %% -> GRPO (0 skips it).",
     )
+    p.add_argument("--long-seeds", type=int, nargs="+", default=None, help="Seeds that run `sft_all_long` (all).")
+    p.add_argument("--reasoning-seeds", type=int, nargs="+", default=None, help="Seeds of the reasoning arm (all).")
     p.add_argument("--grpo-steps", type=int, default=DEMO_GRPO_STEPS)
     p.add_argument("--reasoning-grpo-steps", type=int, default=DEMO_GRPO_STEPS)
     p.add_argument("--eval-samples", type=int, default=500)

@@ -122,8 +122,14 @@ def test_demo_recipe_runs_on_cpu_from_the_tiny_sft_output():
     script_args, args, model_args = parse(TINY / "config_demo.yaml")
     assert model_args.model_name_or_path == "outputs/demo-sft" and script_args.dataset_name == "data/synthetic"
     assert args.use_cpu and not args.bf16 and args.beta > 0 and 4 <= args.num_generations <= 8
-    assert args.max_completion_length <= 128 and args.max_steps <= 100
+    assert script_args.prompt_template == "answer_only" and script_args.stage == "grpo"
+    assert args.reward_funcs == ["speed_planning", "path_planning"] and args.reward_weights == [1.0, 1.0]
+    assert args.max_completion_length == 24 and args.lr_scheduler_type == "linear" and args.learning_rate == 1e-4
     assert args.output_dir == "outputs/demo-grpo"  # `make eval` reads it there
+    reasoning, reasoning_args, reasoning_model = parse(TINY / "config_demo_reasoning.yaml")
+    assert reasoning.prompt_template == "default" and "format" in reasoning_args.reward_funcs
+    assert reasoning_model.model_name_or_path == "outputs/demo-reasoning/sft"
+    assert reasoning_args.max_steps == args.max_steps  # the study compares the two arms at the same budget
 
 
 def test_ablation_recipes_differ_only_in_rewards():
