@@ -255,15 +255,16 @@ class Study:
             self.build_data(seed)
             start = base or self.init_model(seed)
             sft20, sft20_reasoning = self.model_dir("sft20", seed), self.model_dir("sft20_reasoning", seed)
+            # The reasoning chain is the longest (~1 s per GRPO step): queued first so it does not finish last.
+            if not a.skip_reasoning and seed in (a.reasoning_seeds or a.seeds):
+                tasks[f"{seed}/sft20_reasoning"] = ([], partial(self.sft, "sft20_reasoning", seed, start, warm_up, REASONING_SFT_RECIPE))  # fmt: skip
+                tasks[f"{seed}/sft20_reasoning_grpo"] = ([f"{seed}/sft20_reasoning"], partial(self.grpo, "sft20_reasoning_grpo", seed, sft20_reasoning, ["--stage", "grpo"], a.reasoning_grpo_steps, REASONING_GRPO_RECIPE))  # fmt: skip
             tasks[f"{seed}/sft20"] = ([], partial(self.sft, "sft20", seed, start, warm_up))
             tasks[f"{seed}/sft20_grpo"] = ([f"{seed}/sft20"], partial(self.grpo, "sft20_grpo", seed, sft20, ["--stage", "grpo"]))  # fmt: skip
             tasks[f"{seed}/sft_all"] = ([], partial(self.sft, "sft_all", seed, start, same_passes))
             if a.sft_long_epochs and seed in (a.long_seeds or a.seeds):
                 long = ["--stage", "null", "--num_train_epochs", str(a.sft_long_epochs)]
                 tasks[f"{seed}/sft_all_long"] = ([], partial(self.sft, "sft_all_long", seed, start, long))
-            if not a.skip_reasoning and seed in (a.reasoning_seeds or a.seeds):
-                tasks[f"{seed}/sft20_reasoning"] = ([], partial(self.sft, "sft20_reasoning", seed, start, warm_up, REASONING_SFT_RECIPE))  # fmt: skip
-                tasks[f"{seed}/sft20_reasoning_grpo"] = ([f"{seed}/sft20_reasoning"], partial(self.grpo, "sft20_reasoning_grpo", seed, sft20_reasoning, ["--stage", "grpo"], a.reasoning_grpo_steps, REASONING_GRPO_RECIPE))  # fmt: skip
             if seed == a.seeds[0] and a.with_grpo_only:  # one seed: it is the paper's weakest setting
                 tasks[f"{seed}/grpo_only"] = ([], partial(self.grpo, "grpo_only", seed, start, ["--stage", "null"]))
             if seed == a.seeds[0] and a.with_ablation:
