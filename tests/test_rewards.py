@@ -436,6 +436,7 @@ def test_registry_names_and_unknown_names():
         "path_planning",
         "speed_planning_release",
         "path_planning_release",
+        "safety",
     }
     assert required <= set(REWARD_REGISTRY)
     funcs = get_reward_funcs(
@@ -444,6 +445,60 @@ def test_registry_names_and_unknown_names():
     assert [f.__name__ for f in funcs] == sorted(REWARD_REGISTRY)
     with pytest.raises(ValueError, match=r"Unknown reward name\(s\) 'acuracy'.*valid names: format, format_strict"):
         get_reward_funcs(["format", "acuracy"])
+
+
+def test_safety_penalty_hand_computed():
+    from alphadrive_trl.rewards import SafetyPenalty, safety_penalty
+
+    completions = [
+        "<answer> KEEP, STRAIGHT </answer>",  # GT STOP: unsafe -> -1
+        "<answer> ACCELERATE, STRAIGHT </answer>",  # GT DECELERATE: unsafe -> -1
+        "<answer> DECELERATE, STRAIGHT </answer>",  # GT STOP: wrong, but not unsafe -> 0
+        "<answer> STOP, KEEP, STRAIGHT </answer>",  # a hedge naming KEEP where the expert stops -> -1
+        "<answer> ACCELERATE, STRAIGHT </answer>",  # GT KEEP: not safety-critical -> 0
+        "no answer at all",  # nothing named -> 0
+        "<answer> KEEP, STRAIGHT </answer>",  # no ground truth -> None
+    ]
+    truth = ["STOP", "DECELERATE", "STOP", "STOP", "KEEP", "STOP", None]
+    assert safety_penalty(completions=completions, speed_action=truth) == [-1.0, -1.0, 0.0, -1.0, 0.0, 0.0, None]
+    # The `solution` column works too, and the size is a recipe option (`safety_penalty`).
+    (safety,) = get_reward_funcs(["safety"], safety_penalty=0.5)
+    assert safety.__name__ == "safety"
+    assert safety(completions=completions[:2], solution=["<answer> STOP, STRAIGHT </answer>"] * 2) == [-0.5, -0.5]
+    with pytest.raises(ValueError, match="safety_penalty"):
+        SafetyPenalty(-1.0)
+    with pytest.raises(ValueError, match="needs the ground truth"):
+        safety_penalty(completions=completions)
+
+
+def test_action_weights_cancel_under_group_normalisation_but_the_safety_penalty_does_not():
+    """Why `safety` exists: every completion of a group shares one ground truth, so weighting the correct word only
+    rescales the group's rewards, and GRPO's (r - mean) / std advantages are unchanged."""
+    import statistics
+
+    def advantages(values):
+        mean, std = statistics.fmean(values), statistics.pstdev(values)
+        return [round((v - mean) / std, 9) for v in values]
+
+    group = ["<answer> STOP, STRAIGHT </answer>"] * 2 + ["<answer> KEEP, STRAIGHT </answer>"]
+    group += ["<answer> DECELERATE, STRAIGHT </answer>"]
+    prompts, truth = ["scene"] * 4, ["STOP"] * 4
+    (weighted,) = get_reward_funcs(["speed_planning"], diversity="none")
+    (heavier,) = get_reward_funcs(["speed_planning"], diversity="none", speed_weights={"STOP": 0.5})
+    plain = weighted(prompts=prompts, completions=group, speed_action=truth)
+    assert plain == [1.0, 1.0, 0.0, 0.0] and heavier(prompts=prompts, completions=group, speed_action=truth) == [
+        0.5,
+        0.5,
+        0.0,
+        0.0,
+    ]
+    assert advantages(plain) == advantages([0.5, 0.5, 0.0, 0.0])  # the weight cancels
+    penalty = get_reward_funcs(["safety"])[0](prompts=prompts, completions=group, speed_action=truth)
+    with_safety = [a + b for a, b in zip(plain, penalty)]
+    assert with_safety == [1.0, 1.0, -1.0, 0.0]
+    # Now the unsafe KEEP is pushed down harder than the merely wrong DECELERATE.
+    adv = advantages(with_safety)
+    assert adv[2] < adv[3] < 0 < adv[0]
 
 
 def test_registry_accepts_driving_grpo_config_options(tmp_path):
@@ -671,7 +726,8 @@ def test_unknown_reward_options_are_rejected_with_the_valid_ones():
         rewards.get_reward_funcs(["speed_planning"], diversity_mode="foo")
     assert str(error.value) == (
         "Unknown reward option(s) 'diversity_mode' (did you mean 'diversity'?); valid options: diversity, "
-        "diversity_cap, diversity_weight, path_weights, speed_weights, trajectory_labeller, trajectory_scale."
+        "diversity_cap, diversity_weight, path_weights, safety_penalty, speed_weights, trajectory_labeller, "
+        "trajectory_scale."
     )
     with pytest.raises(ValueError, match=r"^Unknown reward option\(s\) 'colour'; valid options: diversity, "):
         rewards.get_reward_funcs(["format"], colour="red")

@@ -163,6 +163,14 @@ class DrivingGRPOConfig(GRPOConfig):
             "lane changes 1.0, STRAIGHT 0.8)."
         },
     )
+    safety_penalty: float = field(
+        default=1.0,
+        metadata={
+            "help": "Size of the `safety` reward's penalty for answering ACCELERATE or KEEP where the expert stops or "
+            "slows down. Add `safety` to `reward_funcs` to use it; the action weights cannot protect those classes "
+            "under GRPO's per-group normalisation (docs/rewards.md)."
+        },
+    )
     trajectory_scale: float = field(
         default=2.0,
         metadata={"help": "Metres of ADE at which `trajectory_accuracy` falls to 1/e (trajectory mode only)."},
@@ -208,6 +216,7 @@ class DrivingGRPOConfig(GRPOConfig):
             "path_weights": self.path_action_weights,
             "trajectory_scale": self.trajectory_scale,
             "trajectory_labeller": self.trajectory_labeller,
+            "safety_penalty": self.safety_penalty,
         }
 
 

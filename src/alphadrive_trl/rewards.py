@@ -92,6 +92,7 @@ __all__ = [
     "DiversityReward",
     "FormatReward",
     "PlanningReward",
+    "SafetyPenalty",
     "action_weight_reward",
     "diversity_reward",
     "format_reward",
@@ -102,6 +103,7 @@ __all__ = [
     "path_planning_reward",
     "planning_accuracy_reward",
     "prompt_group_key",
+    "safety_penalty",
     "speed_planning_reward",
 ]
 
@@ -628,6 +630,40 @@ class ActionWeightReward(_DrivingReward):
         )
 
 
+# The dangerous planning error: the expert slows down or stops, the answer keeps its speed or speeds up.
+SAFETY_CRITICAL_SPEEDS = frozenset({"STOP", "DECELERATE"})
+UNSAFE_SPEEDS = frozenset({"ACCELERATE", "KEEP"})
+
+
+class SafetyPenalty(_DrivingReward):
+    """`-penalty` when the ground-truth speed is STOP or DECELERATE and the answer names ACCELERATE or KEEP, else 0.
+
+    Why a penalty and not the action weights: all completions of a GRPO group share one ground truth, so a weight on
+    the *correct* word scales every correct completion of that group alike, and the group normalisation of the
+    advantages cancels it. A penalty on the unsafe *answer* separates it from the other wrong answers of its group.
+    `None` (ignored by TRL) where the row has no speed ground truth.
+
+    Example:
+        >>> safety_penalty(completions=["<answer> KEEP, STRAIGHT </answer>", "<answer> STOP, STRAIGHT </answer>"],
+        ...                speed_action=["STOP", "STOP"])
+        [-1.0, 0.0]
+    """
+
+    def __init__(self, penalty: float = 1.0, *, name: str = "safety_penalty", **kwargs):
+        if not isinstance(penalty, (int, float)) or not math.isfinite(penalty) or penalty < 0:
+            raise ValueError(f"`safety_penalty` must be a finite number >= 0, got {penalty!r}.")
+        self.penalty = float(penalty)
+        super().__init__(name, **kwargs)
+
+    def _score(self, batch: _Batch, kwargs: Mapping[str, Any]) -> list[float | None]:
+        truth = _ground_truth("speed", batch.size, kwargs, self.__name__)
+        words = self._words(batch, kwargs, "speed")
+        return [
+            None if t is None else (-self.penalty if t & SAFETY_CRITICAL_SPEEDS and p & UNSAFE_SPEEDS else 0.0)
+            for p, t in zip(words, truth)
+        ]
+
+
 class DiversityReward(_DrivingReward):
     """The diversity term alone, mean over the two axes, within groups of completions sharing a prompt.
 
@@ -707,6 +743,7 @@ planning_accuracy_reward = make_planning_reward(
 )
 action_weight_reward = ActionWeightReward()
 diversity_reward = DiversityReward("paper")
+safety_penalty = SafetyPenalty()
 speed_planning_reward = make_planning_reward("speed")
 path_planning_reward = make_planning_reward("path")
 
@@ -764,12 +801,17 @@ def _diversity_factory(
     return DiversityReward(diversity, cap=diversity_cap, weight=diversity_weight, name="diversity")
 
 
+def _safety_factory(*, safety_penalty: float = 1.0, **_ignored: Any) -> SafetyPenalty:
+    return SafetyPenalty(safety_penalty, name="safety")
+
+
 REWARD_REGISTRY: dict[str, Callable[..., Callable]] = {
     "format": _format_factory,
     "format_strict": _format_strict_factory,
     "planning_accuracy": _planning_accuracy_factory,
     "action_weight": _action_weight_factory,
     "diversity": _diversity_factory,
+    "safety": _safety_factory,
     "speed_planning": _planning_factory("speed", "speed_planning"),
     "path_planning": _planning_factory("path", "path_planning"),
     "speed_planning_release": _planning_factory("speed", "speed_planning_release", fixed_diversity="release"),
