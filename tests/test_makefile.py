@@ -1,0 +1,45 @@
+"""The Makefile's variables reach the commands it runs (dry runs: `make -n` prints, runs nothing)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+
+
+def dry_run(*args: str) -> str:
+    # The venv marker is taken as up to date so that a dry run never plans an install.
+    result = subprocess.run(
+        ["make", "-n", "-o", ".venv/.installed", "--no-print-directory", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_pipeline_and_eval_honour_output_dir():
+    commands = dry_run("pipeline", "OUTPUT_DIR=/tmp/run2")
+    assert "--model_name_or_path outputs/tiny-qwen2_5_vl-base --output_dir /tmp/run2/sft" in commands
+    assert "--model_name_or_path /tmp/run2/sft --output_dir /tmp/run2/grpo" in commands
+    evaluation = dry_run("eval", "OUTPUT_DIR=/tmp/run2")
+    assert "generate --model /tmp/run2/sft" in evaluation and "generate --model /tmp/run2/grpo" in evaluation
+    assert "--output /tmp/run2/eval/sft/predictions.jsonl" in evaluation
+    assert "--max-samples 500" in evaluation  # the demo's 500 test scenes
+
+
+def test_demo_defaults_and_base_model_target():
+    commands = dry_run("pipeline")
+    assert "--output_dir outputs/demo-sft" in commands and "--output_dir outputs/demo-grpo" in commands
+    base = dry_run("base-model")
+    assert "data_prep.synthetic --output-dir data/synthetic-captions --num-samples 5000 --seed 101 --captions" in base
+    assert "recipes/tiny-qwen2.5-vl/pretrain/config_perception.yaml" in base
+    assert "--output_dir outputs/tiny-qwen2_5_vl-base" in base
