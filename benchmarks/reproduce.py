@@ -409,15 +409,21 @@ class Study:
 
         a = self.args
         start = "from random initialisation" if a.from_scratch else "from the perception-pretrained base model"
+        long = (
+            f"{a.sft_long_epochs:g} epochs on all of train (`sft_all_long`)"
+            if a.sft_long_epochs
+            else "no `sft_all_long`"
+        )
+        reasoning_seeds = ", ".join(map(str, a.reasoning_seeds or a.seeds)) if not a.skip_reasoning else "none"
         summary = f"""# Reproduction study: SFT vs SFT→GRPO, answer-only vs reasoning (small scale, CPU)
 
 Data: synthetic `--difficulty {a.difficulty}`, cameras `{a.cameras}`, {a.num_samples} scenes per seed (80/10/10
 split; seed s builds data seed {a.data_seed_offset} + s), image size {a.image_size}; evaluated on the first
 {a.eval_samples} test scenes, greedy plus K = {a.k} samples at temperature 1. Model: Qwen2.5-VL architecture, preset
 `{a.model_preset}` of `alphadrive_trl.testing`, trained {start}. Seeds: {", ".join(map(str, a.seeds))} (data,
-training and sampling). SFT: {a.sft20_epochs} epochs on the 20 % warm-up split, {a.sft20_epochs * a.sft_fraction:g}
-epochs on all of train (`sft_all`, the same sample passes), {a.sft_long_epochs} epochs (`sft_all_long`); GRPO:
-{a.grpo_steps} steps answer-only, {a.reasoning_grpo_steps} steps with reasoning.
+training and sampling). SFT: {a.sft20_epochs:g} epochs on the 20 % warm-up split, {a.sft20_epochs * a.sft_fraction:g}
+epoch(s) on all of train (`sft_all`, the same sample passes), {long}; GRPO: {a.grpo_steps} steps answer-only,
+{a.reasoning_grpo_steps} steps with reasoning (seeds {reasoning_seeds}).
 Workers: {a.jobs} (one core each; wall times are per process).
 Values are percentages, mean ± standard deviation over seeds. Wall time is training only (the warm-up included for
 settings that start from it), on this machine.
