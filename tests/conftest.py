@@ -27,16 +27,21 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
+def _build_tiny_models(tmp_path_factory, folder: str, architectures) -> dict[str, str]:
+    from alphadrive_trl.testing import build_tiny_model
+
+    root = tmp_path_factory.mktemp(folder)
+    dirs = {arch: str(root / arch) for arch in architectures}
+    for arch, directory in dirs.items():
+        build_tiny_model(arch, directory, seed=0)
+    return dirs
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dirs(tmp_path_factory) -> dict[str, str]:
-    from alphadrive_trl.testing import ARCHITECTURES, build_tiny_model
+    from alphadrive_trl.testing import ARCHITECTURES
 
-    root = tmp_path_factory.mktemp("tiny_models")
-    dirs = {}
-    for arch in ARCHITECTURES:
-        dirs[arch] = str(root / arch)
-        build_tiny_model(arch, dirs[arch], seed=0)
-    return dirs
+    return _build_tiny_models(tmp_path_factory, "tiny_models", ARCHITECTURES)
 
 
 @pytest.fixture(scope="session")
@@ -46,14 +51,9 @@ def tiny_model_dir(tiny_model_dirs) -> str:
 
 @pytest.fixture(scope="session")
 def family_model_dirs(tmp_path_factory) -> dict[str, str]:
-    from alphadrive_trl.testing import FAMILY_ARCHITECTURES, build_tiny_model
+    from alphadrive_trl.testing import FAMILY_ARCHITECTURES
 
-    root = tmp_path_factory.mktemp("family_models")
-    dirs = {}
-    for arch in FAMILY_ARCHITECTURES:
-        dirs[arch] = str(root / arch)
-        build_tiny_model(arch, dirs[arch], seed=0)
-    return dirs
+    return _build_tiny_models(tmp_path_factory, "family_models", FAMILY_ARCHITECTURES)
 
 
 @pytest.fixture(scope="session")
