@@ -22,6 +22,8 @@ from alphadrive_trl.grpo import DRIVING_METRICS, DrivingGRPOTrainer, completion_
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_RECIPE = REPO / "recipes" / "tiny-qwen2.5-vl" / "grpo" / "config_demo.yaml"
+# The end-to-end runs use the demo's reasoning variant: the paper's `<think>` format and the full AlphaDrive rewards.
+REASONING_RECIPE = REPO / "recipes" / "tiny-qwen2.5-vl" / "grpo" / "config_demo_reasoning.yaml"
 CONFIGURED_REWARDS = ("speed_planning", "path_planning", "format")
 # The driving rewards plus `length_reward` (below, imported by its dotted path like any user reward): a tiny random
 # model rarely writes a valid answer, so the driving rewards alone would leave every group without reward variance.
@@ -183,7 +185,7 @@ def grpo_argv(model_dir: str, dataset_dir: str, output_dir: Path, *extra: str) -
     """The demo recipe shrunk to a few cheap steps: 1 prompt x 4 generations per step, 8 new tokens, and a learning
     rate large enough that one step visibly moves a tiny model (the demo's 1e-5 leaves the KL at 0.0 after a step)."""
     return [
-        "--config", str(DEMO_RECIPE),
+        "--config", str(REASONING_RECIPE),
         "--model_name_or_path", model_dir,
         "--dataset_name", dataset_dir,
         "--output_dir", str(output_dir),
