@@ -446,16 +446,15 @@ class VLMPolicy(DrivingPolicy):
         labeller_mode: str = "heading",
         device: str | None = None,
     ):
-        import torch
-        from transformers import AutoModelForImageTextToText, AutoProcessor
+        import torch  # heavy: the baseline policies and the scenarios run without it
 
-        from .configs import load_driving_config
-        from .image_budget import apply_image_budget
+        from .modeling import load_checkpoint
         from .prompts import get_template
 
         if not os.path.isfile(os.path.join(model_dir, "config.json")):
             raise FileNotFoundError(f"No model checkpoint at {model_dir!r} (config.json not found)")
-        settings = load_driving_config(model_dir)
+        checkpoint = load_checkpoint(model_dir, device=device)
+        settings = checkpoint.config
         self.name = os.path.basename(os.path.normpath(model_dir)) or model_dir
         self.template = get_template(settings.get("prompt_template") or "default")
         self.max_images = settings.get("max_images")
@@ -465,42 +464,36 @@ class VLMPolicy(DrivingPolicy):
         self.max_new_tokens = max_new_tokens
         self.labeller_mode = labeller_mode
         self._torch = torch
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.processor = AutoProcessor.from_pretrained(model_dir)
-        budget = {k: settings.get(k) for k in ("min_pixels", "max_pixels", "max_image_tokens")}
-        apply_image_budget(self.processor, **budget)
-        dtype = torch.bfloat16 if self.device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
-        self.model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=dtype).to(self.device).eval()
-        apply_image_budget(self.processor, model=self.model)
+        self.model, self.processor, self.device = checkpoint.model, checkpoint.processor, checkpoint.device
 
     def reset(self, seed: int) -> None:
         self._torch.manual_seed(seed)
 
-    def generate(self, frames: Sequence[np.ndarray], ego_speed: float, navigation: str) -> str:
-        """The model's answer for one decision."""
+    def example(self, frames: Sequence[np.ndarray], ego_speed: float, navigation: str) -> dict[str, Any]:
+        """The generation example (`modeling.generation_example`) of one decision: the row a dataset built from
+        these frames would hold, with the current frame and `history_frames` earlier ones."""
         from PIL import Image
-        from trl.data_utils import prepare_multimodal_messages
 
-        from .prompts import build_prompt
+        from .modeling import generation_example
 
         images = [Image.fromarray(np.asarray(frame)) for frame in frames[: self.history_frames + 1]]
         row = {"images": images, "image_roles": frame_roles(len(images)), "ego_speed": ego_speed,
                "navigation": navigation}  # fmt: skip
-        prompt = build_prompt(row, self.template, max_images=self.max_images)
-        used = images[: len(prompt[0]["content"]) - 1]
-        inputs = self.processor.apply_chat_template(
-            conversation=[prepare_multimodal_messages(prompt, images=used)],
-            add_generation_prompt=True,
-            tokenize=True,
-            return_dict=True,
-            return_tensors="pt",
-        ).to(self.device)
-        tokenizer = self.processor.tokenizer
-        with self._torch.inference_mode():
-            output = self.model.generate(
-                **inputs, max_new_tokens=self.max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
-            )
-        return self.processor.batch_decode(output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)[0]
+        return generation_example(row, self.template, self.max_images)
+
+    def generate(self, frames: Sequence[np.ndarray], ego_speed: float, navigation: str) -> str:
+        """The model's answer for one decision."""
+        from .modeling import generate_answers
+
+        example = self.example(frames, ego_speed, navigation)
+        return generate_answers(
+            self.model,
+            self.processor,
+            [example],
+            max_new_tokens=self.max_new_tokens,
+            device=self.device,
+            do_sample=False,
+        )[0]
 
     def plan_from_text(self, text: str, ego_speed: float) -> tuple[str, str] | None:
         """The plan an answer states (trajectory checkpoints: the plan their waypoints imply), or `None`."""

@@ -1135,59 +1135,34 @@ def _prediction_record(row: dict[str, Any], greedy_text: str, samples: list[str]
 
 
 class _TransformersGenerator:
-    """Batched `model.generate` with left padding; returns (greedy texts or Nones, per-row lists of K samples)."""
+    """Batched `model.generate` with left padding (`modeling.generate_answers`' inputs); returns (greedy texts or
+    Nones, per-row lists of K samples)."""
 
     def __init__(self, model_path: str, settings: dict[str, Any], meta: dict[str, Any]):
-        import torch
-        from transformers import AutoModelForImageTextToText, AutoProcessor
+        import torch  # heavy: `score` and `compare` run without it
 
-        from .image_budget import apply_image_budget
+        from .modeling import load_checkpoint
 
-        self.torch = torch
-        self.processor = AutoProcessor.from_pretrained(model_path)
-        budget = {k: settings.get(k) for k in ("min_pixels", "max_pixels", "max_image_tokens")}
-        apply_image_budget(self.processor, **budget)
-        self.processor.tokenizer.padding_side = "left"
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        dtype = torch.bfloat16 if self.device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
-        self.model = AutoModelForImageTextToText.from_pretrained(model_path, dtype=dtype).to(self.device).eval()
-        apply_image_budget(self.processor, model=self.model)
+        checkpoint = load_checkpoint(model_path, image_budget=settings)
+        self.model, self.processor, self.device = checkpoint.model, checkpoint.processor, checkpoint.device
         self.settings = settings
         self.meta = meta
         torch.manual_seed(meta["seed"])
 
     def _inputs(self, rows: list[dict[str, Any]]):
-        from trl.data_utils import prepare_multimodal_messages
+        from .modeling import generation_example, generation_inputs
 
-        from .data import select_images
-        from .prompts import build_prompt
-
-        conversations = []
-        for row in rows:
-            prompt = build_prompt(row, self.settings["prompt_template"], max_images=self.settings["max_images"])
-            images = select_images(row, self.settings["max_images"])
-            conversations.append(prepare_multimodal_messages(prompt, images=images))
-        # The same call TRL's GRPO trainer uses to tokenise prompts, so the text matches training exactly.
-        return self.processor.apply_chat_template(
-            conversation=conversations,
-            add_generation_prompt=True,
-            tokenize=True,
-            return_dict=True,
-            return_tensors="pt",
-            processor_kwargs={"padding": True, "padding_side": "left"},
-        ).to(self.device)
+        template, max_images = self.settings["prompt_template"], self.settings["max_images"]
+        examples = [generation_example(row, template, max_images) for row in rows]
+        return generation_inputs(self.processor, examples, self.device)
 
     def _generate(self, inputs, **generation_kwargs) -> list[str]:
-        tokenizer = self.processor.tokenizer
-        with self.torch.inference_mode():
-            output_ids = self.model.generate(
-                **inputs,
-                max_new_tokens=self.meta["max_new_tokens"],
-                pad_token_id=tokenizer.pad_token_id,
-                **generation_kwargs,
-            )
-        completion_ids = output_ids[:, inputs["input_ids"].shape[1] :]
-        return [text.strip() for text in self.processor.batch_decode(completion_ids, skip_special_tokens=True)]
+        from .modeling import generate_from_inputs
+
+        texts = generate_from_inputs(
+            self.model, self.processor, inputs, max_new_tokens=self.meta["max_new_tokens"], **generation_kwargs
+        )
+        return [text.strip() for text in texts]
 
     def __call__(self, rows: list[dict[str, Any]]) -> tuple[list[str | None], list[list[str]]]:
         inputs = self._inputs(rows)
@@ -1229,15 +1204,13 @@ class _VLLMGenerator:
     def __call__(self, rows: list[dict[str, Any]]) -> tuple[list[str | None], list[list[str]]]:
         from vllm import SamplingParams
 
-        from .data import select_images
-        from .prompts import build_prompt
+        from .modeling import generation_example
 
         requests = []
         for row in rows:
-            prompt = build_prompt(row, self.settings["prompt_template"], max_images=self.settings["max_images"])
-            text = self.processor.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
-            images = select_images(row, self.settings["max_images"])
-            requests.append({"prompt": text, "multi_modal_data": {"image": images}})
+            example = generation_example(row, self.settings["prompt_template"], self.settings["max_images"])
+            text = self.processor.apply_chat_template(example["prompt"], add_generation_prompt=True, tokenize=False)
+            requests.append({"prompt": text, "multi_modal_data": {"image": example["images"]}})
         max_tokens = self.meta["max_new_tokens"]
         greedy: list[str | None] = [None] * len(rows)
         if self.meta["greedy"]:

@@ -60,9 +60,9 @@ from .entrypoint import (
     train_and_save,
 )
 from .image_budget import apply_image_budget
+from .modeling import SaveDrivingConfigCallback, load_model
 from .prompts import completion_text, to_grpo_example
 from .rewards import REWARD_REGISTRY, format_reward, get_reward_funcs
-from .sft import SaveDrivingConfigCallback, load_model
 
 logger = logging.getLogger(__name__)
 
