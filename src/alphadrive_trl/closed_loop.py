@@ -42,6 +42,7 @@ import numpy as np
 
 from .actions import parse_answer_strict
 from .entrypoint import command
+from .files import atomic_path, atomic_write_json
 
 # --- scenarios ------------------------------------------------------------------------------------------------------
 
@@ -1034,11 +1035,7 @@ def summarize_episodes(results: Sequence[EpisodeResult]) -> dict[str, float]:
 
 def write_gif(frames: Sequence[np.ndarray], path: str, fps: float = 2 * POLICY_FREQUENCY) -> str:
     """Write frames as an animated GIF (imageio when installed, else PIL), atomically. Default: 2x real time."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".gif", dir=directory)
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".gif") as tmp:
         try:
             import imageio.v2 as imageio
 
@@ -1048,23 +1045,7 @@ def write_gif(frames: Sequence[np.ndarray], path: str, fps: float = 2 * POLICY_F
 
             images = [Image.fromarray(np.asarray(f)) for f in frames]
             images[0].save(tmp, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
     return path
-
-
-def _write_json(path: str, payload: Any) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".json", dir=directory)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(payload, handle, indent=2)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
 
 
 def evaluate_policy(
@@ -1129,7 +1110,7 @@ def evaluate_policy(
         ],
     }
     if output_dir is not None:
-        _write_json(os.path.join(output_dir, "metrics.json"), metrics)
+        atomic_write_json(os.path.join(output_dir, "metrics.json"), metrics)
     return metrics
 
 
@@ -1299,7 +1280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         seeds = f"seeds {args.seed}..{args.seed + args.episodes - 1} per scenario"
         report = f"Closed-loop comparison ({seeds}).\n\n{table}\n"
         os.makedirs(args.output_dir, exist_ok=True)
-        _write_json(
+        atomic_write_json(
             os.path.join(args.output_dir, "comparison.json"),
             {name: (m if isinstance(m, str) else {"overall": m["overall"], "scenarios": m["scenarios"]})
              for name, m in runs},

@@ -1,7 +1,7 @@
 """The canonical driving dataset: schema, validation, loading, stage split (the per-image budget lives in
 `alphadrive_trl.image_budget`; `apply_image_budget` is re-exported here).
 
-Every source in `data_prep/` writes this schema (SPEC §3); trainers and evaluation read it through
+Every source in `data_prep/` writes this schema (`docs/data.md`); trainers and evaluation read it through
 `load_driving_dataset`, which validates rows and names the `sample_id` and field of every problem.
 
 | column | type | meaning |
@@ -47,8 +47,7 @@ from datasets import (
 
 from .actions import PATH_ACTIONS, SPEED_ACTIONS, parse_plan
 from .image_budget import apply_image_budget  # noqa: F401  (re-exported: the budget used to live here)
-
-TRAJECTORY_LENGTH = 6
+from .trajectory import TRAJECTORY_HORIZON
 
 DRIVING_FEATURES = Features(
     {
@@ -197,9 +196,9 @@ def validate_row(row: Mapping[str, Any], *, check_images: bool = True, base_dir:
             points = np.asarray(trajectory, dtype=np.float64)
         except (TypeError, ValueError):
             points = None
-        if points is None or points.shape != (TRAJECTORY_LENGTH, 2):
+        if points is None or points.shape != (TRAJECTORY_HORIZON, 2):
             shape = "ragged" if points is None else tuple(points.shape)
-            problem("trajectory", f"must be {TRAJECTORY_LENGTH} [x, y] waypoints, got shape {shape}")
+            problem("trajectory", f"must be {TRAJECTORY_HORIZON} [x, y] waypoints, got shape {shape}")
         elif not np.isfinite(points).all():
             problem("trajectory", "contains NaN or infinite values")
     source = row.get("source")

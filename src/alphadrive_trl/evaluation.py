@@ -35,7 +35,6 @@ import logging
 import math
 import os
 import sys
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -53,6 +52,8 @@ from .actions import (
     plan_to_string,
 )
 from .entrypoint import command
+from .files import atomic_write_json, atomic_write_text
+from .rewards import is_well_formatted
 
 logger = logging.getLogger(__name__)
 
@@ -203,28 +204,13 @@ def _done_sample_ids(path: Path) -> set[str]:
             if part
         )
         logger.warning("%s: dropping %s before resuming; those samples are generated again.", path, dropped)
-        _write_text_atomic(path, "".join(line.decode("utf-8") + "\n" for line in kept))
+        atomic_write_text(path, "".join(line.decode("utf-8") + "\n" for line in kept))
     return done
 
 
 def _line_list(numbers: list[int], limit: int = 10) -> str:
     shown = ", ".join(map(str, numbers[:limit]))
     return shown + (f" and {len(numbers) - limit} more" if len(numbers) > limit else "")
-
-
-def _write_json_atomic(path: Path, payload: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as tmp:
-        json.dump(payload, tmp, indent=2)
-        tmp.write("\n")
-    os.replace(tmp.name, path)
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as tmp:
-        tmp.write(text)
-    os.replace(tmp.name, path)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -328,18 +314,6 @@ def meta_action_metrics(
     metrics["combination_support"] = {plan_to_string(*plan): plan_support[plan] for plan in ALL_PLANS}
     metrics["confusion"] = confusion
     return metrics
-
-
-def is_well_formatted(completion: str, *, trajectory_mode: bool = False) -> bool:
-    """The format check of training: `rewards.format_reward` (`<think>…</think> <answer>…</answer>` and nothing
-    else), or in trajectory mode `trajectory.is_trajectory_format` (the same plus one `<trajectory>` block)."""
-    if trajectory_mode:
-        from .trajectory import is_trajectory_format
-
-        return is_trajectory_format(completion)
-    from .rewards import format_reward
-
-    return format_reward(completions=[completion])[0] == 1.0
 
 
 def _ground_truth(record: dict[str, Any]) -> tuple[str, str]:
@@ -668,7 +642,7 @@ def write_report(
     """
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    _write_json_atomic(output_dir / METRICS_FILE, metrics)
+    atomic_write_json(output_dir / METRICS_FILE, metrics)
 
     plots: dict[str, str] = {}
     for axis in AXES:
@@ -704,10 +678,10 @@ def write_report(
                 }
             )
         )
-    _write_text_atomic(output_dir / SCORED_FILE, "\n".join(scored_lines) + "\n")
+    atomic_write_text(output_dir / SCORED_FILE, "\n".join(scored_lines) + "\n")
 
     report_path = output_dir / REPORT_FILE
-    _write_text_atomic(report_path, render_report(metrics, records, plots, title=title))
+    atomic_write_text(report_path, render_report(metrics, records, plots, title=title))
     return report_path
 
 
@@ -1074,7 +1048,7 @@ def generate_predictions(
     done = _done_sample_ids(output)
     todo = [i for i, sid in enumerate(data["sample_id"]) if str(sid) not in done]
     output.parent.mkdir(parents=True, exist_ok=True)
-    _write_json_atomic(metadata_path(output), meta)
+    atomic_write_json(metadata_path(output), meta)
     if not todo:
         logger.info("All %d samples already in %s; nothing to generate.", len(data), output)
         return output
@@ -1366,7 +1340,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             table = compare_runs(args.runs, args.names)
             print(table, end="")
             if args.output:
-                _write_text_atomic(Path(args.output), table)
+                atomic_write_text(Path(args.output), table)
     except (ValueError, FileNotFoundError, ImportError) as err:
         parser.exit(2, f"alphadrive-eval {args.command}: error: {err}\n")
     return 0

@@ -73,6 +73,7 @@ from .actions import (
     parse_answer,
     parse_answer_strict,
 )
+from .labelling import LABELLER_MODES
 from .trajectory import (
     DEFAULT_MAX_ACCEL,
     DEFAULT_MAX_SPEED,
@@ -662,9 +663,13 @@ class DiversityReward(_DrivingReward):
         return _mean_over_axes(per_axis)
 
 
-def is_well_formatted(text: Any) -> bool:
+def is_well_formatted(text: Any, *, trajectory_mode: bool = False) -> bool:
     """True when `text` (surrounding whitespace aside) is exactly `<think>…</think>` then `<answer>…</answer>`, each
-    tag once, only whitespace between the blocks. Never raises."""
+    tag once, only whitespace between the blocks: the check of `format_reward`, which evaluation's `format_rate`
+    shares. With `trajectory_mode`, `trajectory.is_trajectory_format` (the same plus one `<trajectory>` block). Never
+    raises."""
+    if trajectory_mode:
+        return is_trajectory_format(text)
     if not isinstance(text, str):
         return False
     stripped = text.strip()
@@ -831,7 +836,7 @@ def reward_option_names() -> frozenset[str]:
 # rules and the default, or `senna`; use the rules that labelled the training data).
 # --------------------------------------------------------------------------------------------------------------------
 
-TRAJECTORY_LABELLER_MODES: tuple[str, ...] = ("heading", "senna")
+TRAJECTORY_LABELLER_MODES: tuple[str, ...] = LABELLER_MODES  # the labeller that labels the data
 
 
 def derived_words_heading(text: str, ego_speed: Any) -> AnswerWords:
