@@ -43,6 +43,8 @@ import numpy as np
 from .actions import parse_answer_strict
 from .entrypoint import command
 from .files import atomic_path, atomic_write_json
+from .labelling import wrap_angle
+from .trajectory import derived_answer_words
 
 # --- scenarios ------------------------------------------------------------------------------------------------------
 
@@ -324,8 +326,6 @@ def route_navigation(env) -> str:
     next intersection (from the heading change between the approach lane and the exit lane; screen coordinates have
     y down, so a negative heading change is a left turn), and becomes `go straight` once the ego is on its exit.
     """
-    from .labelling import wrap_angle
-
     ego = env.unwrapped.vehicle
     route = getattr(ego, "route", None)
     network = env.unwrapped.road.network
@@ -377,7 +377,7 @@ class DrivingPolicy:
     history_frames = 0  # earlier frames the policy wants besides the current one
     needs_frames = False
 
-    def reset(self, seed: int) -> None:  # noqa: B027 - optional hook
+    def reset(self, seed: int) -> None:  # optional hook
         pass
 
     def decide(self, context: DrivingContext) -> Decision:
@@ -499,8 +499,6 @@ class VLMPolicy(DrivingPolicy):
     def plan_from_text(self, text: str, ego_speed: float) -> tuple[str, str] | None:
         """The plan an answer states (trajectory checkpoints: the plan their waypoints imply), or `None`."""
         if self.template.with_trajectory:
-            from .trajectory import derived_answer_words
-
             words = derived_answer_words(text, ego_speed, mode=self.labeller_mode)
             if len(words.speed) == 1 and len(words.path) == 1:
                 return next(iter(words.speed)), next(iter(words.path))

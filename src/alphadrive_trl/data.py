@@ -119,7 +119,7 @@ def _image_problem(image: Any, base_dir: str | None) -> str | None:
             return f"image file not found: {resolved}"
         with PIL.Image.open(resolved) as opened:
             opened.size  # noqa: B018
-    except Exception as error:  # noqa: BLE001 - any decoding failure is reported with the path
+    except Exception as error:  # any decoding failure is reported with the path
         where = f" {path}" if path else ""
         return f"unreadable image{where}: {type(error).__name__}: {error}"
     return None
@@ -368,7 +368,7 @@ def load_driving_dataset(
     else:
         try:
             hub = load_dataset(str(path_or_name))
-        except Exception as err:  # noqa: BLE001 - offline, not found, no access: all mean the name is not usable
+        except Exception as err:  # offline, not found, no access: all mean the name is not usable
             raise DrivingDataError(
                 f"{path_or_name}: no such local path, and loading it from the Hub failed "
                 f"({type(err).__name__}: {' '.join(str(err).split())}); {_DATASET_HINT}"

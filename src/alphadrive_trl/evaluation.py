@@ -53,7 +53,9 @@ from .actions import (
 )
 from .entrypoint import command
 from .files import atomic_write_json, atomic_write_text
+from .labelling import try_label_trajectory
 from .rewards import is_well_formatted
+from .trajectory import TRAJECTORY_DT, as_waypoints, is_plausible, l2_errors, parse_trajectory
 
 logger = logging.getLogger(__name__)
 
@@ -382,9 +384,6 @@ def trajectory_metrics(records: Sequence[dict[str, Any]], *, labeller_mode: str 
     `action_consistency_rate` is the share of scenes whose strictly parsed stated answer equals the plan its own
     waypoints imply.
     """
-    from .labelling import try_label_trajectory
-    from .trajectory import TRAJECTORY_DT, as_waypoints, is_plausible, l2_errors, parse_trajectory
-
     with_gt = [(r, as_waypoints(r.get("trajectory"))) for r in records]
     with_gt = [(r, expert) for r, expert in with_gt if expert is not None]
     if not with_gt:
@@ -620,7 +619,7 @@ def _load_front_images(sample_ids: Sequence[str], dataset: str | None, split: st
         wanted = set(sample_ids)
         indices = [i for i, sid in enumerate(data["sample_id"]) if sid in wanted]
         return {row["sample_id"]: row["images"][0] for row in data.select(indices)}
-    except Exception as err:  # noqa: BLE001 - the overlay is a nicety; the metrics must still be written
+    except Exception as err:  # the overlay is a nicety; the metrics must still be written
         logger.warning("Could not load front images from %s (%s); plotting bird's-eye views only.", dataset, err)
         return {}
 
@@ -686,8 +685,6 @@ def write_report(
 
 
 def _overlay_samples(records: Sequence[dict[str, Any]], count: int) -> list[dict[str, Any]]:
-    from .trajectory import parse_trajectory
-
     samples = []
     for record in records:
         if record.get("trajectory") is None:

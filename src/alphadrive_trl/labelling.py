@@ -277,7 +277,7 @@ def try_label_trajectory(
     """
     try:
         return label_trajectory(waypoints, ego_speed, mode=mode, dt=dt, thresholds=thresholds, headings=headings)
-    except Exception:  # noqa: BLE001 - garbage of any kind means "no label"
+    except Exception:  # garbage of any kind means "no label"
         return None
 
 

@@ -148,7 +148,7 @@ def _safe_predict(predict: Predictor, text: str, extra: tuple) -> AnswerWords:
             return result
         speed, path = result
         return AnswerWords(frozenset(speed), frozenset(path))
-    except Exception:  # noqa: BLE001 - a broken completion (or hook) is "no answer", never a crash
+    except Exception:  # a broken completion (or hook) is "no answer", never a crash
         return EMPTY_ANSWER
 
 
@@ -188,7 +188,7 @@ def prompt_group_key(prompt: Any) -> Any:
                 for m in prompt
             )
         return repr(prompt)
-    except Exception:  # noqa: BLE001 - exotic prompt objects still need some stable key
+    except Exception:  # exotic prompt objects still need some stable key
         return f"<unkeyable {type(prompt).__name__} {id(prompt)}>"
 
 
@@ -329,7 +329,7 @@ def _same_values(kept: tuple | None, given: tuple | None) -> bool:
         return kept is None and given is None
     try:
         return len(kept) == len(given) and all(a is b or bool(a == b) for a, b in zip(kept, given))
-    except Exception:  # noqa: BLE001 - values that cannot be compared (arrays) are not the same batch
+    except Exception:  # values that cannot be compared (arrays) are not the same batch
         return False
 
 
