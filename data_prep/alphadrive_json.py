@@ -237,7 +237,7 @@ def _check_decodes(image: Any, name: str) -> None:
         source = io.BytesIO(image["bytes"]) if isinstance(image, dict) else image
         with PIL.Image.open(source) as opened:
             opened.load()
-    except Exception as error:  # noqa: BLE001 - PIL raises OSError, SyntaxError, ValueError... for broken files
+    except Exception as error:  # PIL raises OSError, SyntaxError, ValueError... for broken files
         raise RecordParseError(f"image: cannot decode {name} ({type(error).__name__}: {error})") from error
 
 

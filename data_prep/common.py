@@ -30,6 +30,7 @@ from typing import Any
 from datasets import Dataset, DatasetDict, concatenate_datasets, load_from_disk
 
 from alphadrive_trl.data import DRIVING_FEATURES, DrivingDataError, validate_row
+from alphadrive_trl.files import atomic_write_bytes, atomic_write_text  # noqa: F401  (the builders import them from here)
 
 logger = logging.getLogger(__name__)
 
@@ -61,26 +62,6 @@ def atomic_directory(path: str | os.PathLike, *, overwrite: bool = False) -> Ite
     os.replace(tmp, final)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write a file through a temporary file in the same directory and `os.replace` it."""
-    final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", dir=final.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, final)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """`atomic_write_bytes` for UTF-8 text."""
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 OUTPUT_FORMATS: tuple[str, ...] = ("disk", "jsonl")

@@ -92,7 +92,7 @@ def template_reasoning(row: dict) -> str:
         >>> template_reasoning({"ego_speed": 8.0, "navigation": "go straight", "speed_action": "DECELERATE",
         ...                     "path_action": "STRAIGHT"})
         'The navigation command is to go straight, so I stay in my lane. I slow down from 8.0 m/s because the situation ahead calls for a lower speed.'
-    """  # noqa: E501
+    """
     speed_phrase, because = _SPEED_PHRASES[row["speed_action"]]
     navigation = str(row["navigation"]).strip().rstrip(".")
     navigation = f"to {navigation}" if navigation.lower().startswith(("go ", "turn ", "keep ")) else f"'{navigation}'"
@@ -190,7 +190,7 @@ class ChatClient:
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
         request = urllib.request.Request(self.url, data=json.dumps(payload).encode(), headers=headers, method="POST")
-        with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310 - user-given endpoint
+        with urllib.request.urlopen(request, timeout=self.timeout) as response:  # user-given endpoint
             return json.loads(response.read().decode("utf-8"))
 
     def complete(self, messages: list[dict]) -> str:
@@ -320,7 +320,7 @@ def ask_teacher(
             try:
                 cache.add(sample_id, future.result(), model=client.model)
                 report.answered += 1
-            except Exception as error:  # noqa: BLE001 - one bad row must not stop the job; it is reported
+            except Exception as error:  # one bad row must not stop the job; it is reported
                 report.failed[sample_id] = f"{type(error).__name__}: {error}"
             progress.update(1)
 

@@ -407,7 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"comma-separated keyframe cameras, front first (any of {', '.join(CAMERA_CHANNELS)})",
     )
     parser.add_argument("--history", type=int, default=0, help="previous CAM_FRONT keyframes to add (front_t-1, ...)")
-    parser.add_argument("--labeller", choices=LABELLER_MODES, default="senna", help="meta-action rules (SPEC §3)")
+    parser.add_argument("--labeller", choices=LABELLER_MODES, default="senna", help="meta-action rules (docs/data.md)")
     parser.add_argument(
         "--threshold",
         action="append",

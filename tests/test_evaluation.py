@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import struct
 
 import pytest
@@ -605,3 +606,13 @@ def test_generate_uses_the_settings_saved_with_the_checkpoint(tiny_model_dir, ti
         show_progress=False,
     )
     assert json.loads((tmp_path / "q.meta.json").read_text())["prompt_template"] == "default"
+
+
+def test_a_failed_score_leaves_no_temporary_files(tmp_path):
+    # The evaluation writers used to leave `*.tmp` files behind when a write failed.
+    preds = _write_jsonl(tmp_path / "preds.jsonl", META_RECORDS)
+    out = tmp_path / "eval"
+    (out / "metrics.json").mkdir(parents=True)  # the rename onto it fails
+    with pytest.raises(OSError):
+        score_predictions(preds, out)
+    assert os.listdir(out) == ["metrics.json"]

@@ -110,26 +110,22 @@ def test_driving_metrics_hand_worked():
             [1.0, 1.0, 0.0, stop_straight],
         ]
     )
-    rewards = torch.tensor([2.8, 1.8, 0.0, 2.0, 2.0, 2.0])  # the second group has no reward variance
-    metrics = driving_metrics(stats, rewards, num_generations=3)
+    metrics = driving_metrics(stats, num_generations=3)
     assert set(metrics) == set(DRIVING_METRICS)
     assert metrics["driving/speed_accuracy"] == pytest.approx(4 / 6)
     assert metrics["driving/path_accuracy"] == pytest.approx(5 / 6)
     assert metrics["driving/plan_accuracy"] == pytest.approx(4 / 6)
     assert metrics["driving/answer_rate"] == pytest.approx(5 / 6)
     assert metrics["driving/format_rate"] == pytest.approx(4 / 6)
-    assert metrics["driving/frac_groups_zero_reward_std"] == 0.5
     assert metrics["driving/distinct_plans_per_group"] == 1.5  # {STOP,KEEP} then {STOP}
 
 
-def test_driving_metrics_nan_ground_truth_and_unscorable_rewards():
+def test_driving_metrics_nan_ground_truth():
     stats = torch.tensor([[NAN, NAN, 1.0, 3.0], [NAN, NAN, 0.0, 3.0], [1.0, 0.0, 1.0, 4.0], [0.0, 0.0, 1.0, 5.0]])
-    # First group: one completion unscorable (NaN total) -> the other alone has zero spread.
-    metrics = driving_metrics(stats, torch.tensor([NAN, 1.0, 0.5, 1.5]), num_generations=2)
+    metrics = driving_metrics(stats, num_generations=2)
     assert metrics["driving/speed_accuracy"] == 0.5  # NaN rows are left out
     assert metrics["driving/path_accuracy"] == 0.0
     assert metrics["driving/distinct_plans_per_group"] == 1.5
-    assert metrics["driving/frac_groups_zero_reward_std"] == 0.5
 
 
 # --- errors before anything loads -----------------------------------------------------------------------------------

@@ -73,7 +73,7 @@ def completion_to_text(completion: Any) -> str:
                 assistant = [m for m in messages if m.get("role") == "assistant"] or messages
                 return _content_to_text(assistant[-1].get("content", ""))
             return _content_to_text(list(completion))
-    except Exception:  # noqa: BLE001 - malformed structures of any kind are "no text"
+    except Exception:  # malformed structures of any kind are "no text"
         return ""
     return ""
 
@@ -171,7 +171,7 @@ def parse_answer(text: Any) -> AnswerWords:
         return EMPTY_ANSWER
     try:
         speed, path, _ = _classify(_answer_region(text))
-    except Exception:  # noqa: BLE001
+    except Exception:
         return EMPTY_ANSWER
     return AnswerWords(frozenset(speed), frozenset(path))
 
@@ -194,7 +194,7 @@ def parse_answer_strict(text: Any) -> tuple[str, str] | None:
         if len(pieces) != 2:
             return None
         words = [normalize_word(p) for p in pieces]
-    except Exception:  # noqa: BLE001
+    except Exception:
         return None
     speed = [w for w in words if w in _SPEED_SET]
     path = [w for w in words if w in _PATH_SET]

@@ -42,6 +42,9 @@ import numpy as np
 
 from .actions import parse_answer_strict
 from .entrypoint import command
+from .files import atomic_path, atomic_write_json
+from .labelling import wrap_angle
+from .trajectory import derived_answer_words
 
 # --- scenarios ------------------------------------------------------------------------------------------------------
 
@@ -323,8 +326,6 @@ def route_navigation(env) -> str:
     next intersection (from the heading change between the approach lane and the exit lane; screen coordinates have
     y down, so a negative heading change is a left turn), and becomes `go straight` once the ego is on its exit.
     """
-    from .labelling import wrap_angle
-
     ego = env.unwrapped.vehicle
     route = getattr(ego, "route", None)
     network = env.unwrapped.road.network
@@ -376,7 +377,7 @@ class DrivingPolicy:
     history_frames = 0  # earlier frames the policy wants besides the current one
     needs_frames = False
 
-    def reset(self, seed: int) -> None:  # noqa: B027 - optional hook
+    def reset(self, seed: int) -> None:  # optional hook
         pass
 
     def decide(self, context: DrivingContext) -> Decision:
@@ -446,16 +447,15 @@ class VLMPolicy(DrivingPolicy):
         labeller_mode: str = "heading",
         device: str | None = None,
     ):
-        import torch
-        from transformers import AutoModelForImageTextToText, AutoProcessor
+        import torch  # heavy: the baseline policies and the scenarios run without it
 
-        from .configs import load_driving_config
-        from .image_budget import apply_image_budget
+        from .modeling import load_checkpoint
         from .prompts import get_template
 
         if not os.path.isfile(os.path.join(model_dir, "config.json")):
             raise FileNotFoundError(f"No model checkpoint at {model_dir!r} (config.json not found)")
-        settings = load_driving_config(model_dir)
+        checkpoint = load_checkpoint(model_dir, device=device)
+        settings = checkpoint.config
         self.name = os.path.basename(os.path.normpath(model_dir)) or model_dir
         self.template = get_template(settings.get("prompt_template") or "default")
         self.max_images = settings.get("max_images")
@@ -465,48 +465,40 @@ class VLMPolicy(DrivingPolicy):
         self.max_new_tokens = max_new_tokens
         self.labeller_mode = labeller_mode
         self._torch = torch
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.processor = AutoProcessor.from_pretrained(model_dir)
-        budget = {k: settings.get(k) for k in ("min_pixels", "max_pixels", "max_image_tokens")}
-        apply_image_budget(self.processor, **budget)
-        dtype = torch.bfloat16 if self.device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
-        self.model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=dtype).to(self.device).eval()
-        apply_image_budget(self.processor, model=self.model)
+        self.model, self.processor, self.device = checkpoint.model, checkpoint.processor, checkpoint.device
 
     def reset(self, seed: int) -> None:
         self._torch.manual_seed(seed)
 
-    def generate(self, frames: Sequence[np.ndarray], ego_speed: float, navigation: str) -> str:
-        """The model's answer for one decision."""
+    def example(self, frames: Sequence[np.ndarray], ego_speed: float, navigation: str) -> dict[str, Any]:
+        """The generation example (`modeling.generation_example`) of one decision: the row a dataset built from
+        these frames would hold, with the current frame and `history_frames` earlier ones."""
         from PIL import Image
-        from trl.data_utils import prepare_multimodal_messages
 
-        from .prompts import build_prompt
+        from .modeling import generation_example
 
         images = [Image.fromarray(np.asarray(frame)) for frame in frames[: self.history_frames + 1]]
         row = {"images": images, "image_roles": frame_roles(len(images)), "ego_speed": ego_speed,
                "navigation": navigation}  # fmt: skip
-        prompt = build_prompt(row, self.template, max_images=self.max_images)
-        used = images[: len(prompt[0]["content"]) - 1]
-        inputs = self.processor.apply_chat_template(
-            conversation=[prepare_multimodal_messages(prompt, images=used)],
-            add_generation_prompt=True,
-            tokenize=True,
-            return_dict=True,
-            return_tensors="pt",
-        ).to(self.device)
-        tokenizer = self.processor.tokenizer
-        with self._torch.inference_mode():
-            output = self.model.generate(
-                **inputs, max_new_tokens=self.max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
-            )
-        return self.processor.batch_decode(output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)[0]
+        return generation_example(row, self.template, self.max_images)
+
+    def generate(self, frames: Sequence[np.ndarray], ego_speed: float, navigation: str) -> str:
+        """The model's answer for one decision."""
+        from .modeling import generate_answers
+
+        example = self.example(frames, ego_speed, navigation)
+        return generate_answers(
+            self.model,
+            self.processor,
+            [example],
+            max_new_tokens=self.max_new_tokens,
+            device=self.device,
+            do_sample=False,
+        )[0]
 
     def plan_from_text(self, text: str, ego_speed: float) -> tuple[str, str] | None:
         """The plan an answer states (trajectory checkpoints: the plan their waypoints imply), or `None`."""
         if self.template.with_trajectory:
-            from .trajectory import derived_answer_words
-
             words = derived_answer_words(text, ego_speed, mode=self.labeller_mode)
             if len(words.speed) == 1 and len(words.path) == 1:
                 return next(iter(words.speed)), next(iter(words.path))
@@ -1041,11 +1033,7 @@ def summarize_episodes(results: Sequence[EpisodeResult]) -> dict[str, float]:
 
 def write_gif(frames: Sequence[np.ndarray], path: str, fps: float = 2 * POLICY_FREQUENCY) -> str:
     """Write frames as an animated GIF (imageio when installed, else PIL), atomically. Default: 2x real time."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".gif", dir=directory)
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".gif") as tmp:
         try:
             import imageio.v2 as imageio
 
@@ -1055,23 +1043,7 @@ def write_gif(frames: Sequence[np.ndarray], path: str, fps: float = 2 * POLICY_F
 
             images = [Image.fromarray(np.asarray(f)) for f in frames]
             images[0].save(tmp, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
     return path
-
-
-def _write_json(path: str, payload: Any) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".json", dir=directory)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(payload, handle, indent=2)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
 
 
 def evaluate_policy(
@@ -1136,7 +1108,7 @@ def evaluate_policy(
         ],
     }
     if output_dir is not None:
-        _write_json(os.path.join(output_dir, "metrics.json"), metrics)
+        atomic_write_json(os.path.join(output_dir, "metrics.json"), metrics)
     return metrics
 
 
@@ -1306,7 +1278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         seeds = f"seeds {args.seed}..{args.seed + args.episodes - 1} per scenario"
         report = f"Closed-loop comparison ({seeds}).\n\n{table}\n"
         os.makedirs(args.output_dir, exist_ok=True)
-        _write_json(
+        atomic_write_json(
             os.path.join(args.output_dir, "comparison.json"),
             {name: (m if isinstance(m, str) else {"overall": m["overall"], "scenarios": m["scenarios"]})
              for name, m in runs},

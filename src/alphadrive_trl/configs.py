@@ -14,7 +14,15 @@ from typing import Any
 
 from trl import GRPOConfig, ScriptArguments, SFTConfig
 
+from .rewards import DIVERSITY_MODES, TRAJECTORY_LABELLER_MODES
+
 DRIVING_CONFIG_NAME = "alphadrive_config.json"
+
+
+def _one_of(values: tuple[str, ...]) -> str:
+    """`'a', 'b' or 'c'`, for error messages."""
+    quoted = [repr(value) for value in values]
+    return f"{', '.join(quoted[:-1])} or {quoted[-1]}" if len(quoted) > 1 else quoted[0]
 
 
 @dataclass
@@ -185,15 +193,17 @@ class DrivingGRPOConfig(GRPOConfig):
     )
 
     def __post_init__(self):
-        if self.diversity_mode not in ("paper", "release", "none"):
-            raise ValueError(f"`diversity_mode` must be 'paper', 'release' or 'none', got {self.diversity_mode!r}.")
+        if self.diversity_mode not in DIVERSITY_MODES:
+            raise ValueError(f"`diversity_mode` must be {_one_of(DIVERSITY_MODES)}, got {self.diversity_mode!r}.")
         if self.max_completion_length is not None and self.max_completion_length < 1:
             raise ValueError(
                 f"`max_completion_length` must be at least 1 token, got {self.max_completion_length}; the answer "
                 "alone needs about 15 and reasoning + answer about 150 (see `check_completion_budget`)."
             )
-        if self.trajectory_labeller not in ("heading", "senna"):
-            raise ValueError(f"`trajectory_labeller` must be 'heading' or 'senna', got {self.trajectory_labeller!r}.")
+        if self.trajectory_labeller not in TRAJECTORY_LABELLER_MODES:
+            raise ValueError(
+                f"`trajectory_labeller` must be {_one_of(TRAJECTORY_LABELLER_MODES)}, got {self.trajectory_labeller!r}."
+            )
         # `a,b` and `a b` both work on the command line (and a YAML list of either).
         items = [self.reward_funcs] if isinstance(self.reward_funcs, str) else self.reward_funcs
         self.reward_funcs = [name.strip() for item in items for name in str(item).split(",") if name.strip()]

@@ -1,7 +1,7 @@
 """The canonical driving dataset: schema, validation, loading, stage split (the per-image budget lives in
 `alphadrive_trl.image_budget`; `apply_image_budget` is re-exported here).
 
-Every source in `data_prep/` writes this schema (SPEC §3); trainers and evaluation read it through
+Every source in `data_prep/` writes this schema (`docs/data.md`); trainers and evaluation read it through
 `load_driving_dataset`, which validates rows and names the `sample_id` and field of every problem.
 
 | column | type | meaning |
@@ -47,8 +47,7 @@ from datasets import (
 
 from .actions import PATH_ACTIONS, SPEED_ACTIONS, parse_plan
 from .image_budget import apply_image_budget  # noqa: F401  (re-exported: the budget used to live here)
-
-TRAJECTORY_LENGTH = 6
+from .trajectory import TRAJECTORY_HORIZON
 
 DRIVING_FEATURES = Features(
     {
@@ -120,7 +119,7 @@ def _image_problem(image: Any, base_dir: str | None) -> str | None:
             return f"image file not found: {resolved}"
         with PIL.Image.open(resolved) as opened:
             opened.size  # noqa: B018
-    except Exception as error:  # noqa: BLE001 - any decoding failure is reported with the path
+    except Exception as error:  # any decoding failure is reported with the path
         where = f" {path}" if path else ""
         return f"unreadable image{where}: {type(error).__name__}: {error}"
     return None
@@ -197,9 +196,9 @@ def validate_row(row: Mapping[str, Any], *, check_images: bool = True, base_dir:
             points = np.asarray(trajectory, dtype=np.float64)
         except (TypeError, ValueError):
             points = None
-        if points is None or points.shape != (TRAJECTORY_LENGTH, 2):
+        if points is None or points.shape != (TRAJECTORY_HORIZON, 2):
             shape = "ragged" if points is None else tuple(points.shape)
-            problem("trajectory", f"must be {TRAJECTORY_LENGTH} [x, y] waypoints, got shape {shape}")
+            problem("trajectory", f"must be {TRAJECTORY_HORIZON} [x, y] waypoints, got shape {shape}")
         elif not np.isfinite(points).all():
             problem("trajectory", "contains NaN or infinite values")
     source = row.get("source")
@@ -369,7 +368,7 @@ def load_driving_dataset(
     else:
         try:
             hub = load_dataset(str(path_or_name))
-        except Exception as err:  # noqa: BLE001 - offline, not found, no access: all mean the name is not usable
+        except Exception as err:  # offline, not found, no access: all mean the name is not usable
             raise DrivingDataError(
                 f"{path_or_name}: no such local path, and loading it from the Hub failed "
                 f"({type(err).__name__}: {' '.join(str(err).split())}); {_DATASET_HINT}"

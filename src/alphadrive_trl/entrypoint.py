@@ -54,7 +54,7 @@ def command(prog: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
                     raise
                 sys.stderr.write(f"\n{prog}: interrupted; re-run the same command to resume (docs/errors.md).\n")
                 raise SystemExit(130) from None
-            except Exception as error:  # noqa: BLE001 - every failure ends in one line, unless asked for the traceback
+            except Exception as error:  # every failure ends in one line, unless asked for the traceback
                 if os.environ.get(TRACEBACK_ENV, "") not in ("", "0"):
                     raise
                 sys.stderr.write(f"{prog}: error: {error_line(error)}\n")

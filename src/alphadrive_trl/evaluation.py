@@ -35,7 +35,6 @@ import logging
 import math
 import os
 import sys
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -53,6 +52,10 @@ from .actions import (
     plan_to_string,
 )
 from .entrypoint import command
+from .files import atomic_write_json, atomic_write_text
+from .labelling import try_label_trajectory
+from .rewards import is_well_formatted
+from .trajectory import TRAJECTORY_DT, as_waypoints, is_plausible, l2_errors, parse_trajectory
 
 logger = logging.getLogger(__name__)
 
@@ -203,28 +206,13 @@ def _done_sample_ids(path: Path) -> set[str]:
             if part
         )
         logger.warning("%s: dropping %s before resuming; those samples are generated again.", path, dropped)
-        _write_text_atomic(path, "".join(line.decode("utf-8") + "\n" for line in kept))
+        atomic_write_text(path, "".join(line.decode("utf-8") + "\n" for line in kept))
     return done
 
 
 def _line_list(numbers: list[int], limit: int = 10) -> str:
     shown = ", ".join(map(str, numbers[:limit]))
     return shown + (f" and {len(numbers) - limit} more" if len(numbers) > limit else "")
-
-
-def _write_json_atomic(path: Path, payload: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as tmp:
-        json.dump(payload, tmp, indent=2)
-        tmp.write("\n")
-    os.replace(tmp.name, path)
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as tmp:
-        tmp.write(text)
-    os.replace(tmp.name, path)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -330,18 +318,6 @@ def meta_action_metrics(
     return metrics
 
 
-def is_well_formatted(completion: str, *, trajectory_mode: bool = False) -> bool:
-    """The format check of training: `rewards.format_reward` (`<think>…</think> <answer>…</answer>` and nothing
-    else), or in trajectory mode `trajectory.is_trajectory_format` (the same plus one `<trajectory>` block)."""
-    if trajectory_mode:
-        from .trajectory import is_trajectory_format
-
-        return is_trajectory_format(completion)
-    from .rewards import format_reward
-
-    return format_reward(completions=[completion])[0] == 1.0
-
-
 def _ground_truth(record: dict[str, Any]) -> tuple[str, str]:
     return record["speed_action"], record["path_action"]
 
@@ -408,9 +384,6 @@ def trajectory_metrics(records: Sequence[dict[str, Any]], *, labeller_mode: str 
     `action_consistency_rate` is the share of scenes whose strictly parsed stated answer equals the plan its own
     waypoints imply.
     """
-    from .labelling import try_label_trajectory
-    from .trajectory import TRAJECTORY_DT, as_waypoints, is_plausible, l2_errors, parse_trajectory
-
     with_gt = [(r, as_waypoints(r.get("trajectory"))) for r in records]
     with_gt = [(r, expert) for r, expert in with_gt if expert is not None]
     if not with_gt:
@@ -646,7 +619,7 @@ def _load_front_images(sample_ids: Sequence[str], dataset: str | None, split: st
         wanted = set(sample_ids)
         indices = [i for i, sid in enumerate(data["sample_id"]) if sid in wanted]
         return {row["sample_id"]: row["images"][0] for row in data.select(indices)}
-    except Exception as err:  # noqa: BLE001 - the overlay is a nicety; the metrics must still be written
+    except Exception as err:  # the overlay is a nicety; the metrics must still be written
         logger.warning("Could not load front images from %s (%s); plotting bird's-eye views only.", dataset, err)
         return {}
 
@@ -668,7 +641,7 @@ def write_report(
     """
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    _write_json_atomic(output_dir / METRICS_FILE, metrics)
+    atomic_write_json(output_dir / METRICS_FILE, metrics)
 
     plots: dict[str, str] = {}
     for axis in AXES:
@@ -704,16 +677,14 @@ def write_report(
                 }
             )
         )
-    _write_text_atomic(output_dir / SCORED_FILE, "\n".join(scored_lines) + "\n")
+    atomic_write_text(output_dir / SCORED_FILE, "\n".join(scored_lines) + "\n")
 
     report_path = output_dir / REPORT_FILE
-    _write_text_atomic(report_path, render_report(metrics, records, plots, title=title))
+    atomic_write_text(report_path, render_report(metrics, records, plots, title=title))
     return report_path
 
 
 def _overlay_samples(records: Sequence[dict[str, Any]], count: int) -> list[dict[str, Any]]:
-    from .trajectory import parse_trajectory
-
     samples = []
     for record in records:
         if record.get("trajectory") is None:
@@ -1074,7 +1045,7 @@ def generate_predictions(
     done = _done_sample_ids(output)
     todo = [i for i, sid in enumerate(data["sample_id"]) if str(sid) not in done]
     output.parent.mkdir(parents=True, exist_ok=True)
-    _write_json_atomic(metadata_path(output), meta)
+    atomic_write_json(metadata_path(output), meta)
     if not todo:
         logger.info("All %d samples already in %s; nothing to generate.", len(data), output)
         return output
@@ -1135,59 +1106,34 @@ def _prediction_record(row: dict[str, Any], greedy_text: str, samples: list[str]
 
 
 class _TransformersGenerator:
-    """Batched `model.generate` with left padding; returns (greedy texts or Nones, per-row lists of K samples)."""
+    """Batched `model.generate` with left padding (`modeling.generate_answers`' inputs); returns (greedy texts or
+    Nones, per-row lists of K samples)."""
 
     def __init__(self, model_path: str, settings: dict[str, Any], meta: dict[str, Any]):
-        import torch
-        from transformers import AutoModelForImageTextToText, AutoProcessor
+        import torch  # heavy: `score` and `compare` run without it
 
-        from .image_budget import apply_image_budget
+        from .modeling import load_checkpoint
 
-        self.torch = torch
-        self.processor = AutoProcessor.from_pretrained(model_path)
-        budget = {k: settings.get(k) for k in ("min_pixels", "max_pixels", "max_image_tokens")}
-        apply_image_budget(self.processor, **budget)
-        self.processor.tokenizer.padding_side = "left"
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        dtype = torch.bfloat16 if self.device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
-        self.model = AutoModelForImageTextToText.from_pretrained(model_path, dtype=dtype).to(self.device).eval()
-        apply_image_budget(self.processor, model=self.model)
+        checkpoint = load_checkpoint(model_path, image_budget=settings)
+        self.model, self.processor, self.device = checkpoint.model, checkpoint.processor, checkpoint.device
         self.settings = settings
         self.meta = meta
         torch.manual_seed(meta["seed"])
 
     def _inputs(self, rows: list[dict[str, Any]]):
-        from trl.data_utils import prepare_multimodal_messages
+        from .modeling import generation_example, generation_inputs
 
-        from .data import select_images
-        from .prompts import build_prompt
-
-        conversations = []
-        for row in rows:
-            prompt = build_prompt(row, self.settings["prompt_template"], max_images=self.settings["max_images"])
-            images = select_images(row, self.settings["max_images"])
-            conversations.append(prepare_multimodal_messages(prompt, images=images))
-        # The same call TRL's GRPO trainer uses to tokenise prompts, so the text matches training exactly.
-        return self.processor.apply_chat_template(
-            conversation=conversations,
-            add_generation_prompt=True,
-            tokenize=True,
-            return_dict=True,
-            return_tensors="pt",
-            processor_kwargs={"padding": True, "padding_side": "left"},
-        ).to(self.device)
+        template, max_images = self.settings["prompt_template"], self.settings["max_images"]
+        examples = [generation_example(row, template, max_images) for row in rows]
+        return generation_inputs(self.processor, examples, self.device)
 
     def _generate(self, inputs, **generation_kwargs) -> list[str]:
-        tokenizer = self.processor.tokenizer
-        with self.torch.inference_mode():
-            output_ids = self.model.generate(
-                **inputs,
-                max_new_tokens=self.meta["max_new_tokens"],
-                pad_token_id=tokenizer.pad_token_id,
-                **generation_kwargs,
-            )
-        completion_ids = output_ids[:, inputs["input_ids"].shape[1] :]
-        return [text.strip() for text in self.processor.batch_decode(completion_ids, skip_special_tokens=True)]
+        from .modeling import generate_from_inputs
+
+        texts = generate_from_inputs(
+            self.model, self.processor, inputs, max_new_tokens=self.meta["max_new_tokens"], **generation_kwargs
+        )
+        return [text.strip() for text in texts]
 
     def __call__(self, rows: list[dict[str, Any]]) -> tuple[list[str | None], list[list[str]]]:
         inputs = self._inputs(rows)
@@ -1229,15 +1175,13 @@ class _VLLMGenerator:
     def __call__(self, rows: list[dict[str, Any]]) -> tuple[list[str | None], list[list[str]]]:
         from vllm import SamplingParams
 
-        from .data import select_images
-        from .prompts import build_prompt
+        from .modeling import generation_example
 
         requests = []
         for row in rows:
-            prompt = build_prompt(row, self.settings["prompt_template"], max_images=self.settings["max_images"])
-            text = self.processor.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
-            images = select_images(row, self.settings["max_images"])
-            requests.append({"prompt": text, "multi_modal_data": {"image": images}})
+            example = generation_example(row, self.settings["prompt_template"], self.settings["max_images"])
+            text = self.processor.apply_chat_template(example["prompt"], add_generation_prompt=True, tokenize=False)
+            requests.append({"prompt": text, "multi_modal_data": {"image": example["images"]}})
         max_tokens = self.meta["max_new_tokens"]
         greedy: list[str | None] = [None] * len(rows)
         if self.meta["greedy"]:
@@ -1393,7 +1337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             table = compare_runs(args.runs, args.names)
             print(table, end="")
             if args.output:
-                _write_text_atomic(Path(args.output), table)
+                atomic_write_text(Path(args.output), table)
     except (ValueError, FileNotFoundError, ImportError) as err:
         parser.exit(2, f"alphadrive-eval {args.command}: error: {err}\n")
     return 0

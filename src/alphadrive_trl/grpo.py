@@ -14,7 +14,6 @@
   | `driving/plan_accuracy` | both axes right |
   | `driving/answer_rate` | share of completions with a strictly parseable `<answer> SPEED, PATH </answer>` |
   | `driving/format_rate` | share passing `format_reward` (`<think>…</think> <answer>…</answer>` and nothing else) |
-  | `driving/frac_groups_zero_reward_std` | share of prompt groups whose total rewards are all equal: no advantage, no learning signal |
   | `driving/distinct_plans_per_group` | mean number of different valid plans among a prompt's completions (multimodal planning) |
 
 The metrics hook is `_calculate_rewards`, TRL's narrowest place that sees the completions, the dataset columns and
@@ -44,7 +43,6 @@ from typing import Any
 import torch
 from transformers import AutoProcessor, TrainerCallback, set_seed
 from trl import GRPOTrainer, ModelConfig, TrlParser, get_peft_config
-from trl.trainer.utils import nanstd
 
 from .actions import ALL_PLANS, completion_to_text, parse_answer_strict
 from .checkpointing import QwenVLCheckpointMixin
@@ -60,9 +58,9 @@ from .entrypoint import (
     train_and_save,
 )
 from .image_budget import apply_image_budget
+from .modeling import SaveDrivingConfigCallback, load_model
 from .prompts import completion_text, to_grpo_example
 from .rewards import REWARD_REGISTRY, format_reward, get_reward_funcs
-from .sft import SaveDrivingConfigCallback, load_model
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +70,6 @@ DRIVING_METRICS: tuple[str, ...] = (
     "driving/plan_accuracy",
     "driving/answer_rate",
     "driving/format_rate",
-    "driving/frac_groups_zero_reward_std",
     "driving/distinct_plans_per_group",
 )
 _PLAN_INDEX = {plan: index for index, plan in enumerate(ALL_PLANS)}
@@ -119,21 +116,20 @@ def completion_statistics(completions: Sequence[Any], rows: Sequence[dict[str, A
     return stats
 
 
-def driving_metrics(stats: torch.Tensor, total_rewards: torch.Tensor, num_generations: int) -> dict[str, float]:
+def driving_metrics(stats: torch.Tensor, num_generations: int) -> dict[str, float]:
     """Aggregate `completion_statistics` of a whole generation batch (every process, groups of `num_generations`
-    consecutive completions of one prompt) and their summed rewards into the `DRIVING_METRICS` values.
+    consecutive completions of one prompt) into the `DRIVING_METRICS` values. The share of groups without reward
+    spread is TRL's own `frac_reward_zero_std`.
 
     Example:
         >>> stats = torch.tensor([[1.0, 1.0, 1.0, 15.0], [0.0, 1.0, 0.0, 0.0], [1.0, 0.0, 1.0, 3.0], [1.0, 0.0, 1.0, 3.0]])
-        >>> m = driving_metrics(stats, torch.tensor([2.0, 1.0, 1.5, 1.5]), num_generations=2)
-        >>> m["driving/distinct_plans_per_group"], m["driving/frac_groups_zero_reward_std"]
-        (1.5, 0.5)
+        >>> m = driving_metrics(stats, num_generations=2)
+        >>> m["driving/distinct_plans_per_group"], m["driving/plan_accuracy"]
+        (1.5, 0.25)
     """
     stats = stats.float().cpu()
     speed_ok, path_ok = stats[:, _SPEED_OK], stats[:, _PATH_OK]
     plans = stats[:, _PLAN].long().view(-1, num_generations)
-    # A group with fewer than two scorable completions has no spread either (nanstd gives NaN there).
-    group_std = nanstd(total_rewards.float().cpu().view(-1, num_generations), dim=1).nan_to_num(nan=0.0)
     distinct = [len({p for p in group.tolist() if p >= 0}) for group in plans]
     return {
         "driving/speed_accuracy": torch.nanmean(speed_ok).item(),
@@ -141,10 +137,6 @@ def driving_metrics(stats: torch.Tensor, total_rewards: torch.Tensor, num_genera
         "driving/plan_accuracy": torch.nanmean(speed_ok * path_ok).item(),
         "driving/answer_rate": (stats[:, _PLAN] >= 0).float().mean().item(),
         "driving/format_rate": stats[:, _FORMAT_OK].mean().item(),
-        "driving/frac_groups_zero_reward_std": torch.isclose(group_std, torch.zeros_like(group_std))
-        .float()
-        .mean()
-        .item(),
         "driving/distinct_plans_per_group": sum(distinct) / len(distinct),
     }
 
@@ -248,10 +240,7 @@ class DrivingGRPOTrainer(QwenVLCheckpointMixin, GRPOTrainer):
         # same order as the gathered rewards.
         local_stats = completion_statistics(completions, inputs).to(self.accelerator.device)
         stats = self.accelerator.gather(local_stats)
-        weights = self.reward_weights.to(rewards_per_func.device)
-        total_rewards = (rewards_per_func * weights.unsqueeze(0)).nansum(dim=1)
-        total_rewards[torch.isnan(rewards_per_func).all(dim=1)] = torch.nan
-        for name, value in driving_metrics(stats, total_rewards, num_generations).items():
+        for name, value in driving_metrics(stats, num_generations).items():
             self._metrics[mode][name].append(value)
         return rewards_per_func
 

@@ -1,7 +1,7 @@
 """One meta-action labeller for every source: a future ego trajectory -> `(SPEED, PATH)`.
 
 nuScenes, highway-env, the synthetic scenes and trajectory-mode rewards all label plans with this module, so a
-predicted trajectory and an expert one are judged by the same rules. Two rule sets (SPEC §3):
+predicted trajectory and an expert one are judged by the same rules. Two rule sets (`docs/data.md`, "The trajectory labeller"):
 
 `senna` (after the Senna nuScenes labelling):
 - SPEED: `STOP` if the maximum future speed is below 2 m/s; else `ACCELERATE` / `DECELERATE` if the end speed
@@ -48,7 +48,7 @@ ANGLE_TOLERANCE_DEG = 1e-9
 
 @dataclass(frozen=True)
 class LabellerThresholds:
-    """The SPEC §3 constants of both labeller modes. Override any with `LabellerThresholds(senna_speed_change=2.5)`
+    """The constants of both labeller modes (`docs/data.md`). Override any with `LabellerThresholds(senna_speed_change=2.5)`
     or `dataclasses.replace(thresholds, ...)`; every comparison is inclusive (`>=`) except the STOP ones (`<`)."""
 
     # senna
@@ -237,7 +237,7 @@ def label_trajectory(
         ego_speed: the current speed, m/s.
         mode: `"senna"` or `"heading"` (rules in the module docstring).
         dt: seconds between waypoints (and between the origin and the first one).
-        thresholds: overrides of the SPEC constants.
+        thresholds: overrides of the `LabellerThresholds` constants.
         headings: optional ego-frame yaw (radians, counter-clockwise) of each waypoint; without it the end heading is
             the direction of the last segment.
 
@@ -277,7 +277,7 @@ def try_label_trajectory(
     """
     try:
         return label_trajectory(waypoints, ego_speed, mode=mode, dt=dt, thresholds=thresholds, headings=headings)
-    except Exception:  # noqa: BLE001 - garbage of any kind means "no label"
+    except Exception:  # garbage of any kind means "no label"
         return None
 
 

@@ -73,6 +73,7 @@ from .actions import (
     parse_answer,
     parse_answer_strict,
 )
+from .labelling import LABELLER_MODES
 from .trajectory import (
     DEFAULT_MAX_ACCEL,
     DEFAULT_MAX_SPEED,
@@ -149,7 +150,7 @@ def _safe_predict(predict: Predictor, text: str, extra: tuple) -> AnswerWords:
             return result
         speed, path = result
         return AnswerWords(frozenset(speed), frozenset(path))
-    except Exception:  # noqa: BLE001 - a broken completion (or hook) is "no answer", never a crash
+    except Exception:  # a broken completion (or hook) is "no answer", never a crash
         return EMPTY_ANSWER
 
 
@@ -189,7 +190,7 @@ def prompt_group_key(prompt: Any) -> Any:
                 for m in prompt
             )
         return repr(prompt)
-    except Exception:  # noqa: BLE001 - exotic prompt objects still need some stable key
+    except Exception:  # exotic prompt objects still need some stable key
         return f"<unkeyable {type(prompt).__name__} {id(prompt)}>"
 
 
@@ -330,7 +331,7 @@ def _same_values(kept: tuple | None, given: tuple | None) -> bool:
         return kept is None and given is None
     try:
         return len(kept) == len(given) and all(a is b or bool(a == b) for a, b in zip(kept, given))
-    except Exception:  # noqa: BLE001 - values that cannot be compared (arrays) are not the same batch
+    except Exception:  # values that cannot be compared (arrays) are not the same batch
         return False
 
 
@@ -698,9 +699,13 @@ class DiversityReward(_DrivingReward):
         return _mean_over_axes(per_axis)
 
 
-def is_well_formatted(text: Any) -> bool:
+def is_well_formatted(text: Any, *, trajectory_mode: bool = False) -> bool:
     """True when `text` (surrounding whitespace aside) is exactly `<think>…</think>` then `<answer>…</answer>`, each
-    tag once, only whitespace between the blocks. Never raises."""
+    tag once, only whitespace between the blocks: the check of `format_reward`, which evaluation's `format_rate`
+    shares. With `trajectory_mode`, `trajectory.is_trajectory_format` (the same plus one `<trajectory>` block). Never
+    raises."""
+    if trajectory_mode:
+        return is_trajectory_format(text)
     if not isinstance(text, str):
         return False
     stripped = text.strip()
@@ -873,7 +878,7 @@ def reward_option_names() -> frozenset[str]:
 # rules and the default, or `senna`; use the rules that labelled the training data).
 # --------------------------------------------------------------------------------------------------------------------
 
-TRAJECTORY_LABELLER_MODES: tuple[str, ...] = ("heading", "senna")
+TRAJECTORY_LABELLER_MODES: tuple[str, ...] = LABELLER_MODES  # the labeller that labels the data
 
 
 def derived_words_heading(text: str, ego_speed: Any) -> AnswerWords:

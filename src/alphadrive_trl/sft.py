@@ -34,18 +34,15 @@ import os
 from typing import Any
 
 import torch
-from accelerate import PartialState
 from datasets import Dataset
-from transformers import AutoModelForImageTextToText, AutoProcessor, TrainerCallback, set_seed
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
-from trl import ModelConfig, SFTTrainer, TrlParser, get_peft_config, get_quantization_config
-from trl.data_utils import prepare_multimodal_messages
+from transformers import AutoProcessor, TrainerCallback, set_seed
+from trl import ModelConfig, SFTTrainer, TrlParser, get_peft_config
 from trl.models import unwrap_model_for_generation
 
 from .actions import completion_to_text, parse_answer_strict
 from .checkpointing import QwenVLCheckpointMixin
 from .collator import MultiImageCollator
-from .configs import DrivingScriptArguments, DrivingSFTConfig, save_driving_config
+from .configs import DrivingScriptArguments, DrivingSFTConfig
 from .entrypoint import (
     check_model_path,
     command,
@@ -56,6 +53,7 @@ from .entrypoint import (
     train_and_save,
 )
 from .image_budget import apply_image_budget
+from .modeling import SaveDrivingConfigCallback, generate_answers, load_model
 from .prompts import to_sft_example
 
 logger = logging.getLogger(__name__)
@@ -78,41 +76,6 @@ class _GenerationEvalCallback(TrainerCallback):
         every = getattr(args, "eval_generation_steps", 0)
         if every and state.global_step % every == 0:
             self.trainer.log_generation_metrics()
-        return control
-
-
-class SaveDrivingConfigCallback(TrainerCallback):
-    """Write `alphadrive_config.json` (prompt template, image budget, starting model) into every checkpoint, next to
-    the processor the Trainer saves there, so any checkpoint is evaluated with the prompts it was trained on.
-
-    It is written when the Trainer decides to save (`control.should_save` after the step or epoch), before the
-    Trainer writes anything there, so the Trainer's `trainer_state.json` stays the last file of a checkpoint and a
-    checkpoint that has it is complete (`entrypoint.incomplete_reason`); `on_save` writes it again as a fallback.
-    """
-
-    def __init__(self, script_args: DrivingScriptArguments, model_name_or_path: str | None = None):
-        self.script_args = script_args
-        self.model_name_or_path = model_name_or_path
-
-    def _write(self, args, state, create: bool) -> None:
-        if not state.is_world_process_zero:
-            return
-        checkpoint_dir = os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
-        if create or os.path.isdir(checkpoint_dir):
-            save_driving_config(checkpoint_dir, self.script_args, self.model_name_or_path)
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if control.should_save:
-            self._write(args, state, create=True)
-        return control
-
-    def on_epoch_end(self, args, state, control, **kwargs):
-        if control.should_save:
-            self._write(args, state, create=True)
-        return control
-
-    def on_save(self, args, state, control, **kwargs):
-        self._write(args, state, create=False)
         return control
 
 
@@ -233,21 +196,15 @@ class DrivingSFTTrainer(QwenVLCheckpointMixin, SFTTrainer):
         return dict(zip(GENERATION_METRICS, (parsed / total, speed / total, path / total, both / total)))
 
     def _generate(self, model, processor, examples: list[dict[str, Any]]) -> list[str]:
-        texts, images = [], []
-        for example in examples:
-            prompt = prepare_multimodal_messages(example["prompt"], images=example["images"])
-            texts.append(processor.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False))
-            images.append(example["images"])  # one list per prompt: multi-image processors group images by sample
-        inputs = processor(
-            text=texts, images=images or None, padding=True, padding_side="left", return_tensors="pt"
-        ).to(self.accelerator.device)
-        sequences = model.generate(
-            **inputs,
+        return generate_answers(
+            model,
+            processor,
+            examples,
             max_new_tokens=self.args.eval_max_new_tokens,
+            device=self.accelerator.device,
             do_sample=False,
             synced_gpus=self.is_deepspeed_enabled and self.accelerator.num_processes > 1,
         )
-        return processor.batch_decode(sequences[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
 
     def log_generation_metrics(self, dataset: Dataset | None = None) -> dict[str, float]:
         """Compute `generation_metrics` and log them (console, `state.log_history`, trackers)."""
@@ -282,25 +239,6 @@ def load_sft_datasets(
         return split.map(to_sft_example, fn_kwargs=options, remove_columns=drop, desc="Building SFT examples")
 
     return to_examples(train), (to_examples(evaluation) if evaluation is not None else None)
-
-
-def load_model(model_args: ModelConfig, training_args: DrivingSFTConfig):
-    """`AutoModelForImageTextToText` with the dtype, attention and optional 4/8-bit quantization of `ModelConfig`."""
-    quantization_config = get_quantization_config(model_args)
-    dtype = model_args.dtype if model_args.dtype in (None, "auto") else getattr(torch, model_args.dtype)
-    model_kwargs = {
-        "revision": model_args.model_revision,
-        "trust_remote_code": training_args.trust_remote_code,
-        "attn_implementation": model_args.attn_implementation,
-        "dtype": dtype,
-        **(training_args.model_init_kwargs or {}),
-    }
-    if quantization_config is not None:
-        # bitsandbytes places the quantized weights itself: the whole model on this process's device.
-        model_kwargs["quantization_config"] = quantization_config
-        on_cpu = training_args.use_cpu or not torch.cuda.is_available()
-        model_kwargs["device_map"] = {"": "cpu" if on_cpu else PartialState().local_process_index}
-    return AutoModelForImageTextToText.from_pretrained(model_args.model_name_or_path, **model_kwargs)
 
 
 def train_sft(

@@ -308,7 +308,7 @@ def _prompt_corpus() -> list[str]:
     for name in sorted(getattr(prompts, "PROMPT_TEMPLATES", {})):
         try:  # the prompts module is optional here: a template it cannot render simply adds no text
             messages = prompts.build_prompt(row, name) + prompts.build_completion(row, name)
-        except Exception:  # noqa: BLE001
+        except Exception:
             continue
         for message in messages:
             content = message.get("content")

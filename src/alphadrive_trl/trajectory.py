@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from .actions import EMPTY_ANSWER, AnswerWords, completion_to_text, parse_answer_strict
+from .labelling import try_label_trajectory  # the labeller is shared with the data sources
 
 TRAJECTORY_HORIZON = 6
 TRAJECTORY_DT = 0.5
@@ -136,7 +137,7 @@ def parse_trajectory(text: Any) -> np.ndarray | None:
         if len(pairs) != TRAJECTORY_HORIZON:
             return None
         points = np.array([[float(x), float(y)] for x, y in pairs], dtype=float)
-    except Exception:  # noqa: BLE001 - any malformed input is "no trajectory"
+    except Exception:  # any malformed input is "no trajectory"
         return None
     if not np.all(np.isfinite(points)):
         return None
@@ -226,7 +227,7 @@ def is_plausible(
             first_accel = np.linalg.norm(velocities[0] - np.array([start_speed, 0.0])) / (dt / 2)
             if first_accel > max_accel:
                 return False
-    except Exception:  # noqa: BLE001
+    except Exception:
         return False
     return True
 
@@ -256,10 +257,8 @@ def derived_answer_words(
         speed = float(ego_speed)
         if not math.isfinite(speed):
             return EMPTY_ANSWER
-        from .labelling import try_label_trajectory  # the labeller is shared with the data sources
-
         label = try_label_trajectory(waypoints, speed, mode=mode, dt=TRAJECTORY_DT)
-    except Exception:  # noqa: BLE001
+    except Exception:
         return EMPTY_ANSWER
     if label is None:
         return EMPTY_ANSWER
@@ -295,6 +294,6 @@ def is_trajectory_format(text: Any, strict: bool = False) -> bool:
             return False
         if strict:
             return parse_answer_strict(text) is not None and bool(_STRICT_BLOCK_CONTENT.fullmatch(match.group(1)))
-    except Exception:  # noqa: BLE001
+    except Exception:
         return False
     return True
