@@ -384,6 +384,19 @@ def _mrope_section(arch: str, head_dim: int) -> list[int]:
     return [temporal, height, half - temporal - height]
 
 
+def _text_sizes(tokenizer, size: TinyModelSize) -> dict:
+    """The language model's sizes, shared by every family's text config."""
+    return {
+        "vocab_size": _round_up(len(tokenizer), 64),
+        "hidden_size": size.hidden_size,
+        "intermediate_size": size.intermediate_size,
+        "num_hidden_layers": size.num_hidden_layers,
+        "num_attention_heads": size.num_attention_heads,
+        "num_key_value_heads": size.num_key_value_heads,
+        "max_position_embeddings": size.max_position_embeddings,
+    }
+
+
 def build_config(arch: str, tokenizer: Qwen2Tokenizer, size: TinyModelSize):
     """The transformers config of a tiny `arch` model whose token ids match `tokenizer`."""
     ids = {name: tokenizer.convert_tokens_to_ids(name) for name in ("<|endoftext|>", "<|im_end|>")}
@@ -395,13 +408,7 @@ def build_config(arch: str, tokenizer: Qwen2Tokenizer, size: TinyModelSize):
     }
     rope = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": _mrope_section(arch, size.head_dim)}
     text = {
-        "vocab_size": _round_up(len(tokenizer), 64),
-        "hidden_size": size.hidden_size,
-        "intermediate_size": size.intermediate_size,
-        "num_hidden_layers": size.num_hidden_layers,
-        "num_attention_heads": size.num_attention_heads,
-        "num_key_value_heads": size.num_key_value_heads,
-        "max_position_embeddings": size.max_position_embeddings,
+        **_text_sizes(tokenizer, size),
         "bos_token_id": ids["<|endoftext|>"],
         "eos_token_id": ids["<|im_end|>"],
         "pad_token_id": ids["<|endoftext|>"],
@@ -471,14 +478,8 @@ def _text_config(tokenizer, size: TinyModelSize, model_type: str, family: str) -
     spec = _FAMILY_TOKENS[family]
     text = {
         "model_type": model_type,
-        "vocab_size": _round_up(len(tokenizer), 64),
-        "hidden_size": size.hidden_size,
-        "intermediate_size": size.intermediate_size,
-        "num_hidden_layers": size.num_hidden_layers,
-        "num_attention_heads": size.num_attention_heads,
-        "num_key_value_heads": size.num_key_value_heads,
+        **_text_sizes(tokenizer, size),
         "head_dim": size.head_dim,
-        "max_position_embeddings": size.max_position_embeddings,
         "eos_token_id": tokenizer.convert_tokens_to_ids(spec["eos"]),
         "pad_token_id": tokenizer.convert_tokens_to_ids(spec["pad"]),
         "tie_word_embeddings": False,
