@@ -47,16 +47,25 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from functools import partial
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parent.parent
-# The demo recipes' warm-up epochs and GRPO steps (recipes/tiny-qwen2.5-vl/{sft,grpo}/config_demo.yaml).
-DEMO_SFT_EPOCHS = 5
-DEMO_GRPO_STEPS = 1200
 PY = sys.executable
 SFT_RECIPE = "recipes/tiny-qwen2.5-vl/sft/config_demo.yaml"
 GRPO_RECIPE = "recipes/tiny-qwen2.5-vl/grpo/config_demo.yaml"
 REASONING_SFT_RECIPE = "recipes/tiny-qwen2.5-vl/sft/config_demo_reasoning.yaml"
 REASONING_GRPO_RECIPE = "recipes/tiny-qwen2.5-vl/grpo/config_demo_reasoning.yaml"
 BASE_RECIPE = "recipes/tiny-qwen2.5-vl/pretrain/config_perception.yaml"
+
+
+def _recipe_value(recipe: str, key: str):
+    with open(ROOT / recipe) as f:
+        return yaml.safe_load(f)[key]
+
+
+# The study's defaults are the demo's: read from its recipes, so the two never drift apart.
+DEMO_SFT_EPOCHS = _recipe_value(SFT_RECIPE, "num_train_epochs")
+DEMO_GRPO_STEPS = _recipe_value(GRPO_RECIPE, "max_steps")
 
 # The paper's reward ablation, as overrides of the GRPO recipe (the full set is the recipe itself).
 UNIFORM_SPEED = '{"KEEP": 1.0, "ACCELERATE": 1.0, "DECELERATE": 1.0, "STOP": 1.0}'
