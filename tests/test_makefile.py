@@ -43,3 +43,17 @@ def test_demo_defaults_and_base_model_target():
     assert "data_prep.synthetic --output-dir data/synthetic-captions --num-samples 5000 --seed 101 --captions" in base
     assert "recipes/tiny-qwen2.5-vl/pretrain/config_perception.yaml" in base
     assert "--output_dir outputs/tiny-qwen2_5_vl-base" in base
+
+
+def test_demo_evaluates_the_warm_up_beside_grpo():
+    commands = dry_run("demo", "OUTPUT_DIR=/tmp/run3").splitlines()
+    parallel = next(i for i, line in enumerate(commands) if "-j2 pipeline-grpo eval-sft-beside" in line)
+    grpo = next(i for i, line in enumerate(commands) if "alphadrive_trl.grpo" in line)
+    sft_eval = next(i for i, line in enumerate(commands) if "generate --model /tmp/run3/sft" in line)
+    grpo_eval = next(i for i, line in enumerate(commands) if "generate --model /tmp/run3/grpo" in line)
+    sft = next(i for i, line in enumerate(commands) if "--output_dir /tmp/run3/sft" in line)
+    # SFT first, then GRPO and the warm-up's evaluation side by side, then the GRPO checkpoint's evaluation.
+    assert sft < parallel
+    assert parallel < grpo < grpo_eval and parallel < sft_eval < grpo_eval
+    assert "> /tmp/run3/eval/sft.log" in commands[sft_eval]
+    assert "compare /tmp/run3/eval/sft /tmp/run3/eval/grpo" in commands[-2]
