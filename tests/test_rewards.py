@@ -17,6 +17,7 @@ from alphadrive_trl.actions import AnswerWords
 from alphadrive_trl.rewards import (
     REWARD_REGISTRY,
     action_weight_reward,
+    answer_format_reward,
     diversity_reward,
     format_reward,
     format_reward_strict,
@@ -317,6 +318,38 @@ def test_registry_planning_rewards_follow_the_diversity_option():
 def test_format_rewards(text, lenient, strict):
     assert format_reward(completions=[text]) == [lenient]
     assert format_reward_strict(completions=[[{"role": "assistant", "content": text}]]) == [strict]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("<answer> KEEP, STRAIGHT </answer>", 1.0),
+        ("  \n<answer>stop, left_turn</answer>\n", 1.0),
+        ("<answer> LEFT_TURN, DECELERATE </answer>", 1.0),  # either order, as the strict parse allows
+        ("<answer> KEEP, LEFT_CHANGE STRAIGHT </answer>", 0.0),  # a hedge: two words on the path axis
+        ("<answer> ACCELERATE LEFT_CHANGE LEFT_CHANGE </answer>", 0.0),
+        ("<answer> KEEP </answer>", 0.0),
+        ("<think> a </think> <answer> KEEP, STRAIGHT </answer>", 0.0),  # reasoning completions use `format`
+        ("sure: <answer> KEEP, STRAIGHT </answer>", 0.0),
+        ("<answer> KEEP, STRAIGHT </answer> trailing", 0.0),
+        ("<answer> KEEP, STRAIGHT </answer><answer> KEEP, STRAIGHT </answer>", 0.0),
+        ("<answer> KEEP, STRAIGHT", 0.0),
+        ("", 0.0),
+    ],
+)
+def test_answer_format_reward(text, expected):
+    assert answer_format_reward(completions=[text]) == [expected]
+    assert get_reward_funcs(["answer_format"])[0](completions=[[{"role": "assistant", "content": text}]]) == [expected]
+
+
+def test_planning_f1_pays_a_hedge_and_answer_format_does_not():
+    # Why `answer_format` exists: with ground truth STRAIGHT, naming two path words earns F1 2/3 (x the STRAIGHT
+    # weight 0.8), a single wrong word earns 0. Without a KL term GRPO follows that gradient (docs/grpo.md).
+    hedge, wrong = "<answer> KEEP, LEFT_CHANGE STRAIGHT </answer>", "<answer> KEEP, LEFT_CHANGE </answer>"
+    kwargs = dict(completions=[hedge, wrong], path_action=["STRAIGHT"] * 2, speed_action=["KEEP"] * 2)
+    accuracy = make_planning_reward("path", diversity="none", name="path_accuracy")(**kwargs)
+    assert accuracy == pytest.approx([2 / 3 * 0.9, 0.0])  # action weight: mean of LEFT_CHANGE 1.0 and STRAIGHT 0.8
+    assert answer_format_reward(completions=[hedge, wrong]) == [0.0, 1.0]
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -90,11 +90,13 @@ __all__ = [
     "DIVERSITY_MODES",
     "REWARD_REGISTRY",
     "ActionWeightReward",
+    "AnswerFormatReward",
     "DiversityReward",
     "FormatReward",
     "PlanningReward",
     "SafetyPenalty",
     "action_weight_reward",
+    "answer_format_reward",
     "diversity_reward",
     "format_reward",
     "format_reward_strict",
@@ -741,8 +743,40 @@ class FormatReward(_DrivingReward):
         return rewards
 
 
+class AnswerFormatReward(_DrivingReward):
+    """1.0 when the whole completion is one `<answer> SPEED, PATH </answer>` block naming exactly one word per axis,
+    else 0.0: the format reward of `answer_only` completions, which have no `<think>` block.
+
+    Why it exists: planning F1 gives partial credit to an answer that names several words on an axis, and without a
+    KL term (TRL's default `beta: 0.0`) GRPO learns to hedge ("KEEP, LEFT_CHANGE STRAIGHT"): measured on the demo,
+    greedy planning accuracy fell from 63.8 to 38.8 % and from 61.0 to 0 % (docs/grpo.md). Add it to the planning
+    rewards whenever `beta` is 0.
+
+    Example:
+        >>> answer_format_reward(completions=["<answer> KEEP, STRAIGHT </answer>",
+        ...                                   "<answer> KEEP, LEFT_CHANGE STRAIGHT </answer>",
+        ...                                   "sure: <answer> KEEP, STRAIGHT </answer>"])
+        [1.0, 0.0, 0.0]
+    """
+
+    def __init__(self, *, name: str = "answer_format_reward"):
+        super().__init__(name)
+
+    def _score(self, batch: _Batch, kwargs: Mapping[str, Any]) -> list[float | None]:
+        return [1.0 if _is_single_plan_answer(text) else 0.0 for text in batch.texts]
+
+
+def _is_single_plan_answer(text: Any) -> bool:
+    if not isinstance(text, str):
+        return False
+    stripped = text.strip()
+    whole_block = stripped.startswith(_ANSWER_OPEN) and stripped.endswith(_ANSWER_CLOSE)
+    return whole_block and stripped.count(_ANSWER_OPEN) == 1 and parse_answer_strict(stripped) is not None
+
+
 format_reward = FormatReward(strict=False)
 format_reward_strict = FormatReward(strict=True)
+answer_format_reward = AnswerFormatReward()
 planning_accuracy_reward = make_planning_reward(
     "both", weighting=False, diversity="none", name="planning_accuracy_reward"
 )
@@ -790,6 +824,10 @@ def _format_strict_factory(**_ignored: Any) -> FormatReward:
     return FormatReward(strict=True, name="format_strict")
 
 
+def _answer_format_factory(**_ignored: Any) -> AnswerFormatReward:
+    return AnswerFormatReward(name="answer_format")
+
+
 def _planning_accuracy_factory(**_ignored: Any) -> PlanningReward:
     return make_planning_reward("both", weighting=False, diversity="none", name="planning_accuracy")
 
@@ -813,6 +851,7 @@ def _safety_factory(*, safety_penalty: float = 1.0, **_ignored: Any) -> SafetyPe
 REWARD_REGISTRY: dict[str, Callable[..., Callable]] = {
     "format": _format_factory,
     "format_strict": _format_strict_factory,
+    "answer_format": _answer_format_factory,
     "planning_accuracy": _planning_accuracy_factory,
     "action_weight": _action_weight_factory,
     "diversity": _diversity_factory,
