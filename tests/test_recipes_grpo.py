@@ -132,6 +132,16 @@ def test_demo_recipe_runs_on_cpu_from_the_tiny_sft_output():
     assert reasoning_args.max_steps == args.max_steps  # the study compares the two arms at the same budget
 
 
+def test_safety_recipe_is_the_demo_recipe_plus_the_safety_reward():
+    _, demo, _ = parse(TINY / "config_demo.yaml")
+    _, safe, _ = parse(TINY / "config_demo_safety.yaml")
+    assert safe.reward_funcs == [*demo.reward_funcs, "safety"] and safe.reward_weights == [1.0, 1.0, 1.0]
+    assert safe.safety_penalty == 3.0 and safe.reward_options()["safety_penalty"] == 3.0
+    assert safe.output_dir == "outputs/demo-grpo-safety"
+    same = ("learning_rate", "lr_scheduler_type", "beta", "num_generations", "max_steps", "max_completion_length")
+    assert all(getattr(safe, key) == getattr(demo, key) for key in same)
+
+
 def test_ablation_recipes_differ_only_in_rewards():
     def rewards_of(variant):
         _, args, _ = parse(TINY / f"config_ablation_{variant}.yaml")
