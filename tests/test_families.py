@@ -177,7 +177,7 @@ def test_budget_is_stored_with_the_checkpoint(tmp_path):
 def test_generation_applies_the_saved_budget(family_model_dirs, tmp_path):
     import shutil
 
-    from alphadrive_trl.evaluation import _TransformersGenerator
+    from alphadrive_trl.evaluation.generate import _TransformersGenerator
 
     model_dir = tmp_path / "smolvlm"
     shutil.copytree(family_model_dirs["smolvlm"], model_dir)
