@@ -4,8 +4,10 @@ robustness on arbitrary completions, the registry, and a real `trl.GRPOTrainer` 
 from __future__ import annotations
 
 import doctest
+import importlib
 import math
 import pickle
+import pkgutil
 from collections import Counter
 
 import pytest
@@ -523,7 +525,11 @@ def test_rewards_pickle_with_their_names():
 
 
 def test_docstring_examples():
-    assert doctest.testmod(rewards).failed == 0
+    modules = [rewards] + [
+        importlib.import_module(f"{rewards.__name__}.{m.name}") for m in pkgutil.iter_modules(rewards.__path__)
+    ]
+    for module in modules:
+        assert doctest.testmod(module).failed == 0, module.__name__
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -639,7 +645,7 @@ def test_registry_rewards_plug_into_plain_grpo_trainer(tmp_path, tiny_model_dir)
 
     def group_probe(prompts, completions, sample_id, **kwargs):
         # Our prompt-based groups must be TRL's groups: num_generations completions of each prompt.
-        group_sizes.append(sorted(Counter(rewards._group_ids(prompts, len(completions), sample_id)).values()))
+        group_sizes.append(sorted(Counter(rewards.base._group_ids(prompts, len(completions), sample_id)).values()))
         return [0.0] * len(completions)
 
     args = GRPOConfig(
@@ -712,7 +718,7 @@ def test_cache_never_changes_a_result_with_images_in_the_prompts():
         [{"role": "assistant", "content": "<answer> KEEP, STRAIGHT </answer>"}],
     ]
     columns = {"speed_action": ["STOP", "STOP"], "path_action": ["STRAIGHT", "STRAIGHT"]}
-    assert rewards._fingerprint(prompts, completions, None) is None
+    assert rewards.base._fingerprint(prompts, completions, None) is None
     assert speed(prompts=prompts, completions=completions, **columns) == [1.0, 0.0]
     completions[0][0]["content"], completions[1][0]["content"] = (
         completions[1][0]["content"],

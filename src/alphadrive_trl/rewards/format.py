@@ -1,0 +1,62 @@
+"""The format rewards: `<think>…</think> <answer>…</answer>` and nothing else."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..actions import (
+    parse_answer_strict,
+)
+from ..trajectory import (
+    is_trajectory_format,
+)
+from .base import _Batch, _DrivingReward
+
+_THINK_OPEN, _THINK_CLOSE, _ANSWER_OPEN, _ANSWER_CLOSE = "<think>", "</think>", "<answer>", "</answer>"
+
+
+def is_well_formatted(text: Any, *, trajectory_mode: bool = False) -> bool:
+    """True when `text` (surrounding whitespace aside) is exactly `<think>…</think>` then `<answer>…</answer>`, each
+    tag once, only whitespace between the blocks: the check of `format_reward`, which evaluation's `format_rate`
+    shares. With `trajectory_mode`, `trajectory.is_trajectory_format` (the same plus one `<trajectory>` block). Never
+    raises."""
+    if trajectory_mode:
+        return is_trajectory_format(text)
+    if not isinstance(text, str):
+        return False
+    stripped = text.strip()
+    if not (stripped.startswith(_THINK_OPEN) and stripped.endswith(_ANSWER_CLOSE)):
+        return False
+    if any(stripped.count(tag) != 1 for tag in (_THINK_OPEN, _THINK_CLOSE, _ANSWER_OPEN, _ANSWER_CLOSE)):
+        return False
+    think_end, answer_start = stripped.find(_THINK_CLOSE), stripped.find(_ANSWER_OPEN)
+    return think_end < answer_start and not stripped[think_end + len(_THINK_CLOSE) : answer_start].strip()
+
+
+class FormatReward(_DrivingReward):
+    """1.0 when the completion is `<think>…</think> <answer>…</answer>` and nothing else, else 0.0. With
+    `strict=True` the answer must also hold exactly one SPEED and one PATH word (`actions.parse_answer_strict`).
+
+    Example:
+        >>> format_reward(completions=["<think> clear road </think>\\n<answer> KEEP, STRAIGHT </answer>",
+        ...                            "<answer> KEEP, STRAIGHT </answer>"])
+        [1.0, 0.0]
+        >>> format_reward_strict(completions=["<think> ? </think> <answer> KEEP, STOP, STRAIGHT </answer>"])
+        [0.0]
+    """
+
+    def __init__(self, strict: bool = False, *, name: str | None = None):
+        self.strict = strict
+        super().__init__(name or ("format_reward_strict" if strict else "format_reward"))
+
+    def _score(self, batch: _Batch, kwargs: Mapping[str, Any]) -> list[float | None]:
+        rewards = []
+        for text in batch.texts:
+            ok = is_well_formatted(text) and (not self.strict or parse_answer_strict(text) is not None)
+            rewards.append(1.0 if ok else 0.0)
+        return rewards
+
+
+format_reward = FormatReward(strict=False)
+format_reward_strict = FormatReward(strict=True)
