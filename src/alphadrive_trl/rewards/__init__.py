@@ -39,7 +39,7 @@ from .planning import (
     safety_penalty,
     speed_planning_reward,
 )
-from .registry import REWARD_REGISTRY, get_reward_funcs, reward_option_names
+from .registry import REWARD_REGISTRY, get_reward_funcs, resolve_reward_funcs, reward_option_names
 from .trajectory import (
     TRAJECTORY_LABELLER_MODES,
     TrajectoryAccuracyReward,
@@ -83,6 +83,7 @@ __all__ = [
     "path_planning_trajectory_reward",
     "planning_accuracy_reward",
     "prompt_group_key",
+    "resolve_reward_funcs",
     "reward_option_names",
     "safety_penalty",
     "speed_planning_reward",

@@ -8,7 +8,10 @@ uses and ignores the rest.
 from __future__ import annotations
 
 import difflib
+import importlib
 import inspect
+import os
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -22,7 +25,11 @@ from .trajectory import (
 )
 
 
-def _planning_factory(axis: str, name: str, fixed_diversity: str | None = None) -> Callable[..., PlanningReward]:
+def _planning_factory(
+    axis: str, name: str, fixed_diversity: str | None = None, *, from_waypoints: bool = False
+) -> Callable[..., PlanningReward]:
+    """A planning reward factory; `from_waypoints` scores the meta-actions the predicted trajectory implies."""
+
     def factory(
         *,
         diversity: str = "paper",
@@ -30,16 +37,19 @@ def _planning_factory(axis: str, name: str, fixed_diversity: str | None = None) 
         diversity_weight: float = 0.4,
         speed_weights: Mapping[str, float] | None = None,
         path_weights: Mapping[str, float] | None = None,
+        trajectory_labeller: str = "heading",
         **_ignored: Any,
     ) -> PlanningReward:
-        return make_planning_reward(
-            axis,
+        options = dict(
             diversity=fixed_diversity or diversity,
             weights=speed_weights if axis == "speed" else path_weights,
             diversity_cap=diversity_cap,
             diversity_weight=diversity_weight,
             name=name,
         )
+        if from_waypoints:
+            return make_trajectory_planning_reward(axis, labeller=trajectory_labeller, **options)
+        return make_planning_reward(axis, **options)
 
     factory.__name__ = f"{name}_factory"
     return factory
@@ -91,31 +101,6 @@ def _format_trajectory_strict_factory(**_ignored: Any) -> TrajectoryFormatReward
     return TrajectoryFormatReward(strict=True, name="format_trajectory_strict")
 
 
-def _trajectory_planning_factory(axis: str, name: str) -> Callable[..., PlanningReward]:
-    def factory(
-        *,
-        diversity: str = "paper",
-        diversity_cap: float = 0.2,
-        diversity_weight: float = 0.4,
-        speed_weights: Mapping[str, float] | None = None,
-        path_weights: Mapping[str, float] | None = None,
-        trajectory_labeller: str = "heading",
-        **_ignored: Any,
-    ) -> PlanningReward:
-        return make_trajectory_planning_reward(
-            axis,
-            labeller=trajectory_labeller,
-            diversity=diversity,
-            weights=speed_weights if axis == "speed" else path_weights,
-            diversity_cap=diversity_cap,
-            diversity_weight=diversity_weight,
-            name=name,
-        )
-
-    factory.__name__ = f"{name}_factory"
-    return factory
-
-
 REWARD_REGISTRY: dict[str, Callable[..., Callable]] = {
     "format": _format_factory,
     "format_strict": _format_strict_factory,
@@ -131,8 +116,8 @@ REWARD_REGISTRY: dict[str, Callable[..., Callable]] = {
     "trajectory_consistency": _trajectory_consistency_factory,
     "format_trajectory": _format_trajectory_factory,
     "format_trajectory_strict": _format_trajectory_strict_factory,
-    "speed_planning_trajectory": _trajectory_planning_factory("speed", "speed_planning_trajectory"),
-    "path_planning_trajectory": _trajectory_planning_factory("path", "path_planning_trajectory"),
+    "speed_planning_trajectory": _planning_factory("speed", "speed_planning_trajectory", from_waypoints=True),
+    "path_planning_trajectory": _planning_factory("path", "path_planning_trajectory", from_waypoints=True),
 }
 
 
@@ -180,3 +165,36 @@ def reward_option_names() -> frozenset[str]:
         for parameter in inspect.signature(factory).parameters.values()
         if parameter.kind is inspect.Parameter.KEYWORD_ONLY
     )
+
+
+def resolve_reward_funcs(names: Sequence[str], **options: Any) -> list:
+    """Reward callables for recipe names: `REWARD_REGISTRY` names (built with `options`, the
+    recipe's `reward_options()`), or dotted import paths `package.module.function` for your own TRL-style rewards,
+    as TRL's `grpo` script accepts. An unknown name fails with the list of valid ones.
+
+    Example:
+        >>> [f.__name__ for f in resolve_reward_funcs(["format", "alphadrive_trl.rewards.format_reward_strict"])]
+        ['format', 'format_reward_strict']
+    """
+    unknown = [name for name in names if name not in REWARD_REGISTRY and "." not in name]
+    if unknown:
+        get_reward_funcs(unknown)  # raises, naming every unknown name and the valid ones
+    funcs = []
+    for name in names:
+        if name in REWARD_REGISTRY:
+            funcs.extend(get_reward_funcs([name], **options))
+            continue
+        module_path, attribute = name.rsplit(".", 1)
+        if os.getcwd() not in sys.path:  # so a reward module next to the recipe imports, as with TRL's script
+            sys.path.insert(0, os.getcwd())
+        try:
+            func = getattr(importlib.import_module(module_path), attribute)
+        except (ImportError, AttributeError) as err:
+            raise ValueError(
+                f"Reward {name!r} is neither a registry name ({', '.join(REWARD_REGISTRY)}) nor an importable "
+                f"function: {err}"
+            ) from err
+        if not callable(func):
+            raise ValueError(f"Reward {name!r} imports {func!r}, which is not callable.")
+        funcs.append(func)
+    return funcs
