@@ -222,9 +222,21 @@ def test_without_prompts_the_call_is_one_group():
     assert call(speed_planning_reward, completions, speed="KEEP") == approx([0.64, 0.64])
 
 
+def test_ready_made_rewards_are_named_like_their_registry_entries():
+    # TRL logs `rewards/<__name__>/mean`: one name per reward, whichever way it was built.
+    ready_made = {"safety": rewards.safety_penalty}
+    for name in REWARD_REGISTRY:
+        attribute = name.replace("_strict", "_reward_strict") if name.endswith("_strict") else f"{name}_reward"
+        if hasattr(rewards, attribute):  # the `_release` variants have no ready-made instance
+            ready_made[name] = getattr(rewards, attribute)
+    assert len(ready_made) == len(REWARD_REGISTRY) - 2
+    for name, reward in ready_made.items():
+        assert reward.__name__ == name == REWARD_REGISTRY[name]().__name__
+
+
 def test_diversity_none_is_f1_times_weight():
     reward = make_planning_reward("speed", diversity="none")
-    assert reward.__name__ == "speed_planning_none_reward"
+    assert reward.__name__ == "speed_planning_none"
     assert call(reward, [answer("KEEP", "STRAIGHT")] * 2, prompts=["p"] * 2, speed="KEEP") == approx([0.8, 0.8])
     unweighted = make_planning_reward("path", weighting=False, diversity="none")
     assert call(unweighted, [answer("KEEP", "STRAIGHT")], path="STRAIGHT") == [1.0]

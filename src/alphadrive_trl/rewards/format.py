@@ -48,7 +48,7 @@ class FormatReward(_DrivingReward):
 
     def __init__(self, strict: bool = False, *, name: str | None = None):
         self.strict = strict
-        super().__init__(name or ("format_reward_strict" if strict else "format_reward"))
+        super().__init__(name or ("format_strict" if strict else "format"))
 
     def _score(self, batch: _Batch, kwargs: Mapping[str, Any]) -> list[float | None]:
         rewards = []

@@ -157,7 +157,7 @@ class PlanningReward(_DrivingReward):
         weights: per-action weights overriding `DEFAULT_ACTION_WEIGHTS` (words of either axis; missing ones keep
             their default).
         name: the callable's `__name__`, which TRL logs as `rewards/<name>/mean`. Default e.g.
-            `speed_planning_reward`, `path_planning_release_reward`.
+            `speed_planning`, `path_planning_release`, `speed_planning_unweighted_none`.
         predict: text -> `AnswerWords`, the predicted words (default `actions.parse_answer`). A trajectory-mode
             reward passes a predictor that derives the meta-actions from the predicted waypoints.
         predict_columns: dataset columns passed to `predict` after the text, row by row (e.g. `("ego_speed",)`).
@@ -211,9 +211,8 @@ class PlanningReward(_DrivingReward):
 
 
 def _default_planning_name(axis: str, weighting: bool, diversity: str) -> str:
-    if weighting and diversity == "paper":
-        return f"{axis}_planning_reward"
-    return f"{axis}_planning{'' if weighting else '_unweighted'}_{diversity}_reward"
+    """Named like the registry: `speed_planning` (AlphaDrive's reward), `speed_planning_release`, ..."""
+    return f"{axis}_planning{'' if weighting else '_unweighted'}{'' if diversity == 'paper' else '_' + diversity}"
 
 
 def _log_f1(kwargs: Mapping[str, Any], name: str, f1: list[float], truth: list[Any]) -> None:
@@ -253,7 +252,7 @@ class ActionWeightReward(_DrivingReward):
         [0.9]
     """
 
-    def __init__(self, weights: Mapping[str, float] | None = None, *, name: str = "action_weight_reward", **kwargs):
+    def __init__(self, weights: Mapping[str, float] | None = None, *, name: str = "action_weight", **kwargs):
         self.weights = _resolve_weights(weights)
         super().__init__(name, **kwargs)
 
@@ -282,7 +281,7 @@ class SafetyPenalty(_DrivingReward):
         [-1.0, 0.0]
     """
 
-    def __init__(self, penalty: float = 1.0, *, name: str = "safety_penalty", **kwargs):
+    def __init__(self, penalty: float = 1.0, *, name: str = "safety", **kwargs):
         if not isinstance(penalty, (int, float)) or not math.isfinite(penalty) or penalty < 0:
             raise ValueError(f"`safety_penalty` must be a finite number >= 0, got {penalty!r}.")
         self.penalty = float(penalty)
@@ -311,7 +310,7 @@ class DiversityReward(_DrivingReward):
     """
 
     def __init__(
-        self, mode: str = "paper", *, cap: float = 0.2, weight: float = 0.4, name: str = "diversity_reward", **kwargs
+        self, mode: str = "paper", *, cap: float = 0.2, weight: float = 0.4, name: str = "diversity", **kwargs
     ):
         if mode == "none":
             raise ValueError("The diversity reward needs `diversity` 'paper' or 'release', not 'none'.")
@@ -331,9 +330,7 @@ class DiversityReward(_DrivingReward):
         return _mean_over_axes(per_axis)
 
 
-planning_accuracy_reward = make_planning_reward(
-    "both", weighting=False, diversity="none", name="planning_accuracy_reward"
-)
+planning_accuracy_reward = make_planning_reward("both", weighting=False, diversity="none", name="planning_accuracy")
 action_weight_reward = ActionWeightReward()
 diversity_reward = DiversityReward("paper")
 safety_penalty = SafetyPenalty()

@@ -174,7 +174,7 @@ def resolve_reward_funcs(names: Sequence[str], **options: Any) -> list:
 
     Example:
         >>> [f.__name__ for f in resolve_reward_funcs(["format", "alphadrive_trl.rewards.format_reward_strict"])]
-        ['format', 'format_reward_strict']
+        ['format', 'format_strict']
     """
     unknown = [name for name in names if name not in REWARD_REGISTRY and "." not in name]
     if unknown:

@@ -115,7 +115,7 @@ class TrajectoryAccuracyReward(_DrivingReward):
         *,
         max_speed: float = DEFAULT_MAX_SPEED,
         max_accel: float = DEFAULT_MAX_ACCEL,
-        name: str = "trajectory_accuracy_reward",
+        name: str = "trajectory_accuracy",
     ):
         for option, value in (("trajectory_scale", scale), ("max_speed", max_speed), ("max_accel", max_accel)):
             if isinstance(value, bool) or not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
@@ -173,7 +173,7 @@ class TrajectoryConsistencyReward(_DrivingReward):
         [0.5]
     """
 
-    def __init__(self, labeller: str = "heading", *, name: str = "trajectory_consistency_reward"):
+    def __init__(self, labeller: str = "heading", *, name: str = "trajectory_consistency"):
         self.labeller = labeller
         self.derive = _derived_predictor(labeller)
         super().__init__(name, predict=parse_answer)
@@ -202,7 +202,7 @@ class TrajectoryFormatReward(_DrivingReward):
 
     def __init__(self, strict: bool = False, *, name: str | None = None):
         self.strict = strict
-        super().__init__(name or ("format_trajectory_reward_strict" if strict else "format_trajectory_reward"))
+        super().__init__(name or ("format_trajectory_strict" if strict else "format_trajectory"))
 
     def _score(self, batch: _Batch, kwargs: Mapping[str, Any]) -> list[float | None]:
         return [1.0 if is_trajectory_format(text, strict=self.strict) else 0.0 for text in batch.texts]
@@ -227,7 +227,7 @@ def make_trajectory_planning_reward(axis: str, *, labeller: str = "heading", **o
         >>> reward(completions=[stop], speed_action=["STOP"], ego_speed=[5.0])
         [1.0]
     """
-    options.setdefault("name", f"{axis}_planning_trajectory_reward")
+    options.setdefault("name", f"{axis}_planning_trajectory")
     options.setdefault("metric_prefix", "trajectory_planning")
     return TrajectoryPlanningReward(
         axis, predict=_derived_predictor(labeller), predict_columns=("ego_speed",), **options
