@@ -32,7 +32,7 @@ REWARD_NAMES = ["speed_planning", "path_planning", "format"]
 def _prepare(root: Path, num_samples: int) -> tuple[str, Dataset]:
     from alphadrive_trl.data import load_driving_dataset
     from alphadrive_trl.prompts import to_grpo_example
-    from alphadrive_trl.testing import build_tiny_model
+    from alphadrive_trl.tiny_models import build_tiny_model
     from data_prep.synthetic import GeneratorConfig, build_dataset
 
     model_dir = str(root / "model")

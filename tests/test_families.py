@@ -16,7 +16,7 @@ from alphadrive_trl.image_budget import (
     get_image_budget_hook,
     image_tokens_per_image,
 )
-from alphadrive_trl.testing import FAMILY_ARCHITECTURES, build_tiny_model
+from alphadrive_trl.tiny_models import FAMILY_ARCHITECTURES, build_tiny_model
 
 EXPECTED = {  # model class, processor class, end-of-turn token, visual tokens per image in a 3-image sample
     "smolvlm": ("SmolVLMForConditionalGeneration", "SmolVLMProcessor", "<end_of_utterance>", 16),
