@@ -20,11 +20,15 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 from datasets import Dataset
+
+# `data_prep` is not installed: it is imported from the repository root.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 REWARD_NAMES = ["speed_planning", "path_planning", "format"]
 
