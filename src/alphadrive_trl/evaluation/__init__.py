@@ -23,8 +23,6 @@ from .cli import build_parser, main
 from .generate import generate_predictions
 from .metrics import (
     L2_KEYS,
-    SAFETY_CRITICAL_SPEEDS,
-    UNSAFE_ANSWERS,
     compute_metrics,
     f1_from_counts,
     legacy_match,
@@ -52,9 +50,7 @@ __all__ = [
     "L2_KEYS",
     "METRICS_FILE",
     "REPORT_FILE",
-    "SAFETY_CRITICAL_SPEEDS",
     "SCORED_FILE",
-    "UNSAFE_ANSWERS",
     "build_parser",
     "compare_runs",
     "compute_metrics",

@@ -11,6 +11,8 @@ from ..actions import (
     ALL_PLANS,
     AXES,
     AXIS_VOCABULARY,
+    SAFETY_CRITICAL_SPEEDS,
+    UNSAFE_SPEEDS,
     completion_to_text,
     parse_answer_strict,
     parse_plan,
@@ -53,11 +55,6 @@ def legacy_match(completion: str, speed_action: str, path_action: str) -> bool:
     """
     text = completion.strip()
     return speed_action in text and path_action in text
-
-
-# The most dangerous planning error: the expert slows down or stops, the model keeps its speed or speeds up.
-SAFETY_CRITICAL_SPEEDS = frozenset({"STOP", "DECELERATE"})
-UNSAFE_ANSWERS = frozenset({"ACCELERATE", "KEEP"})
 
 
 def meta_action_metrics(
@@ -108,7 +105,7 @@ def meta_action_metrics(
         metrics[f"macro_f1_{axis}"] = sum(per_class_f1[w] for w in vocabulary) / len(vocabulary)
     must_slow = [p for g, p in zip(ground_truth, predictions) if g[0] in SAFETY_CRITICAL_SPEEDS]
     metrics["safety_critical_error_rate"] = _percent(
-        sum(p is not None and p[0] in UNSAFE_ANSWERS for p in must_slow), len(must_slow)
+        sum(p is not None and p[0] in UNSAFE_SPEEDS for p in must_slow), len(must_slow)
     )
     metrics["per_class_f1"] = per_class_f1
     metrics["class_support"] = support

@@ -29,7 +29,9 @@ from typing import Any
 from ..actions import (
     AXES,
     PATH_ACTIONS,
+    SAFETY_CRITICAL_SPEEDS,
     SPEED_ACTIONS,
+    UNSAFE_SPEEDS,
     AnswerWords,
     normalize_word,
     parse_answer,
@@ -260,11 +262,6 @@ class ActionWeightReward(_DrivingReward):
         return _mean_over_axes(
             [[_mean_weight(p, self.weights) for p in self._words(batch, kwargs, axis)] for axis in AXES]
         )
-
-
-# The dangerous planning error: the expert slows down or stops, the answer keeps its speed or speeds up.
-SAFETY_CRITICAL_SPEEDS = frozenset({"STOP", "DECELERATE"})
-UNSAFE_SPEEDS = frozenset({"ACCELERATE", "KEEP"})
 
 
 class SafetyPenalty(_DrivingReward):
