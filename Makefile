@@ -84,7 +84,7 @@ data: install ## Build the synthetic dataset used by the demo recipes (DATA_DIR,
 	$(PY) -m data_prep.synthetic --output-dir $(DATA_DIR) --num-samples $(DEMO_SAMPLES) --seed 0 $(ARGS)
 
 tiny-model: install ## Build the tiny random Qwen-VL model the demo trains (TINY_ARCH, TINY_MODEL)
-	@test -f $(TINY_MODEL)/config.json || $(PY) -m alphadrive_trl.testing --arch $(TINY_ARCH) --output-dir $(TINY_MODEL) --preset demo
+	@test -f $(TINY_MODEL)/config.json || $(PY) -m alphadrive_trl.tiny_models --arch $(TINY_ARCH) --output-dir $(TINY_MODEL) --preset demo
 
 base-model: install tiny-model ## Perception pre-training of the tiny model on scene captions (cached; BASE_MODEL)
 	@test -f $(CAPTION_DIR)/dataset_dict.json || $(PY) -m data_prep.synthetic --output-dir $(CAPTION_DIR) --num-samples $(CAPTION_SAMPLES) --seed $(CAPTION_SEED) --captions

@@ -20,11 +20,15 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 from datasets import Dataset
+
+# `data_prep` is not installed: it is imported from the repository root.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 REWARD_NAMES = ["speed_planning", "path_planning", "format"]
 
@@ -32,7 +36,7 @@ REWARD_NAMES = ["speed_planning", "path_planning", "format"]
 def _prepare(root: Path, num_samples: int) -> tuple[str, Dataset]:
     from alphadrive_trl.data import load_driving_dataset
     from alphadrive_trl.prompts import to_grpo_example
-    from alphadrive_trl.testing import build_tiny_model
+    from alphadrive_trl.tiny_models import build_tiny_model
     from data_prep.synthetic import GeneratorConfig, build_dataset
 
     model_dir = str(root / "model")

@@ -115,7 +115,7 @@ def ours_rewards(batch: dict, funcs) -> list[list[float]]:
 
 
 def _clear_caches() -> None:
-    rewards._clear_caches()
+    rewards.base._clear_caches()
     actions.normalize_word.cache_clear()
 
 

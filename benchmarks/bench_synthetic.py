@@ -13,14 +13,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from data_prep.synthetic import GeneratorConfig, build_dataset, generate_sample
+# `data_prep` is not installed: it is imported from the repository root.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+if TYPE_CHECKING:
+    from data_prep.synthetic import GeneratorConfig
 
 
 def _measure(config: GeneratorConfig) -> tuple[float, float]:
+    from data_prep.synthetic import build_dataset, generate_sample
+
     with tempfile.TemporaryDirectory() as tmp:
         for index in range(20):  # warm-up: imports, font, first allocations
             generate_sample(config, index)
@@ -31,6 +39,8 @@ def _measure(config: GeneratorConfig) -> tuple[float, float]:
 
 
 def run(num_samples: int = 4000) -> dict:
+    from data_prep.synthetic import GeneratorConfig
+
     default = GeneratorConfig(num_samples=num_samples, seed=0)
     multi = GeneratorConfig(
         num_samples=max(500, num_samples // 4),

@@ -189,7 +189,7 @@ class Study:
 
     def init_model(self, seed: int) -> Path:
         out = self.work / f"seed{seed}" / "init"
-        cmd = [PY, "-m", "alphadrive_trl.testing", "--arch", "qwen2_5_vl", "--preset", self.args.model_preset,
+        cmd = [PY, "-m", "alphadrive_trl.tiny_models", "--arch", "qwen2_5_vl", "--preset", self.args.model_preset,
                "--seed", str(seed), "--output-dir", str(out)]  # fmt: skip
         self.run(f"seed{seed}-init", cmd, out / "config.json")
         return out
@@ -205,7 +205,7 @@ class Study:
                a.cameras, "--image-size", a.image_size, "--captions"]  # fmt: skip
         self.run("captions", cmd, captions / "dataset_dict.json")
         init = self.work / "base-init"
-        cmd = [PY, "-m", "alphadrive_trl.testing", "--arch", "qwen2_5_vl", "--preset", a.model_preset, "--seed", "0",
+        cmd = [PY, "-m", "alphadrive_trl.tiny_models", "--arch", "qwen2_5_vl", "--preset", a.model_preset, "--seed", "0",
                "--output-dir", str(init)]  # fmt: skip
         self.run("base-init", cmd, init / "config.json")
         cmd = [PY, "-m", "alphadrive_trl.sft", "--config", BASE_RECIPE, "--model_name_or_path", str(init),
@@ -429,7 +429,7 @@ class Study:
 Data: synthetic `--difficulty {a.difficulty}`, cameras `{a.cameras}`, {a.num_samples} scenes per seed (80/10/10
 split; seed s builds data seed {a.data_seed_offset} + s), image size {a.image_size}; evaluated on the first
 {a.eval_samples} test scenes, greedy plus K = {a.k} samples at temperature 1. Model: Qwen2.5-VL architecture, preset
-`{a.model_preset}` of `alphadrive_trl.testing`, trained {start}. Seeds: {", ".join(map(str, a.seeds))} (data,
+`{a.model_preset}` of `alphadrive_trl.tiny_models`, trained {start}. Seeds: {", ".join(map(str, a.seeds))} (data,
 training and sampling). SFT: {a.sft20_epochs:g} epochs on the 20 % warm-up split, {a.sft20_epochs * a.sft_fraction:g}
 epoch(s) on all of train (`sft_all`, the same sample passes), {long}; GRPO: {a.grpo_steps} steps answer-only,
 {a.reasoning_grpo_steps} steps with reasoning (seeds {reasoning_seeds}).

@@ -19,6 +19,8 @@ from pathlib import Path
 import torch
 
 HERE = Path(__file__).resolve().parent
+# `data_prep` is not installed: the benchmarks import it from the repository root.
+sys.path.insert(0, str(HERE.parent))
 
 
 def _load(path: Path):

@@ -1,6 +1,6 @@
 """Shared, session-scoped pytest fixtures (reuse them; they are built once per test session).
 
-- `tiny_model_dir`: a saved tiny random Qwen2.5-VL model + processor (`alphadrive_trl.testing`, preset `tiny`),
+- `tiny_model_dir`: a saved tiny random Qwen2.5-VL model + processor (`alphadrive_trl.tiny_models`, preset `tiny`),
   reloadable offline with `AutoModelForImageTextToText` / `AutoProcessor`. Treat it as read-only; copy it first
   (`shutil.copytree`) if a test must modify it.
 - `tiny_model_dirs`: a dict arch -> saved tiny model directory for `qwen2_vl`, `qwen2_5_vl` and `qwen3_vl`.
@@ -28,7 +28,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 def _build_tiny_models(tmp_path_factory, folder: str, architectures) -> dict[str, str]:
-    from alphadrive_trl.testing import build_tiny_model
+    from alphadrive_trl.tiny_models import build_tiny_model
 
     root = tmp_path_factory.mktemp(folder)
     dirs = {arch: str(root / arch) for arch in architectures}
@@ -39,7 +39,7 @@ def _build_tiny_models(tmp_path_factory, folder: str, architectures) -> dict[str
 
 @pytest.fixture(scope="session")
 def tiny_model_dirs(tmp_path_factory) -> dict[str, str]:
-    from alphadrive_trl.testing import ARCHITECTURES
+    from alphadrive_trl.tiny_models import ARCHITECTURES
 
     return _build_tiny_models(tmp_path_factory, "tiny_models", ARCHITECTURES)
 
@@ -51,14 +51,14 @@ def tiny_model_dir(tiny_model_dirs) -> str:
 
 @pytest.fixture(scope="session")
 def family_model_dirs(tmp_path_factory) -> dict[str, str]:
-    from alphadrive_trl.testing import FAMILY_ARCHITECTURES
+    from alphadrive_trl.tiny_models import FAMILY_ARCHITECTURES
 
     return _build_tiny_models(tmp_path_factory, "family_models", FAMILY_ARCHITECTURES)
 
 
 @pytest.fixture(scope="session")
 def split_model_dir(tmp_path_factory) -> str:
-    from alphadrive_trl.testing import build_tiny_model
+    from alphadrive_trl.tiny_models import build_tiny_model
 
     path = str(tmp_path_factory.mktemp("split_model") / "qwen2_5_vl")
     build_tiny_model("qwen2_5_vl", path, seed=0, preset="tiny_split")

@@ -460,7 +460,8 @@ def test_trajectory_overlay_reads_front_images_from_the_dataset(tmp_path):
     from PIL import Image
 
     from alphadrive_trl.data import DRIVING_FEATURES
-    from alphadrive_trl.evaluation import _load_front_images, metadata_path
+    from alphadrive_trl.evaluation import metadata_path
+    from alphadrive_trl.evaluation.report import _load_front_images
 
     rows = []
     for record in TRAJECTORY_RECORDS:
@@ -493,7 +494,7 @@ def test_trajectory_overlay_reads_front_images_from_the_dataset(tmp_path):
 
 
 def test_resume_keeps_every_valid_line_around_a_torn_one(tmp_path, caplog):
-    from alphadrive_trl.evaluation import _done_sample_ids
+    from alphadrive_trl.evaluation.predictions import _done_sample_ids
 
     valid = [json.dumps(r) for r in META_RECORDS]
     preds = tmp_path / "preds.jsonl"
@@ -576,7 +577,8 @@ def test_generate_end_to_end_with_resume(tiny_model_dir, tiny_dataset_dir, tmp_p
 def test_generate_uses_the_settings_saved_with_the_checkpoint(tiny_model_dir, tiny_dataset_dir, tmp_path):
     import shutil
 
-    from alphadrive_trl.evaluation import _TransformersGenerator, generate_predictions
+    from alphadrive_trl.evaluation import generate_predictions
+    from alphadrive_trl.evaluation.generate import _TransformersGenerator
 
     model_dir = tmp_path / "model"
     shutil.copytree(tiny_model_dir, model_dir)

@@ -16,7 +16,7 @@ from alphadrive_trl.image_budget import (
     get_image_budget_hook,
     image_tokens_per_image,
 )
-from alphadrive_trl.testing import FAMILY_ARCHITECTURES, build_tiny_model
+from alphadrive_trl.tiny_models import FAMILY_ARCHITECTURES, build_tiny_model
 
 EXPECTED = {  # model class, processor class, end-of-turn token, visual tokens per image in a 3-image sample
     "smolvlm": ("SmolVLMForConditionalGeneration", "SmolVLMProcessor", "<end_of_utterance>", 16),
@@ -177,7 +177,7 @@ def test_budget_is_stored_with_the_checkpoint(tmp_path):
 def test_generation_applies_the_saved_budget(family_model_dirs, tmp_path):
     import shutil
 
-    from alphadrive_trl.evaluation import _TransformersGenerator
+    from alphadrive_trl.evaluation.generate import _TransformersGenerator
 
     model_dir = tmp_path / "smolvlm"
     shutil.copytree(family_model_dirs["smolvlm"], model_dir)

@@ -14,7 +14,7 @@ from transformers import AutoProcessor
 
 from alphadrive_trl.closed_loop import VLMPolicy, frame_roles
 from alphadrive_trl.configs import DrivingScriptArguments, save_driving_config
-from alphadrive_trl.evaluation import _TransformersGenerator
+from alphadrive_trl.evaluation.generate import _TransformersGenerator
 from alphadrive_trl.image_budget import apply_image_budget, image_tokens_per_image
 from alphadrive_trl.modeling import generation_example, generation_inputs, load_checkpoint
 from alphadrive_trl.prompts import to_sft_example

@@ -1,6 +1,6 @@
 """The real recipes of the non-Qwen families: they parse, their DeepSpeed JSON resolves, SFT hands over to GRPO, and
 the visual tokens per camera at each recipe's budget (the README table) come out of the real processor classes with
-the checkpoints' image settings, offline (`alphadrive_trl.testing.build_reference_processor`)."""
+the checkpoints' image settings, offline (`alphadrive_trl.tiny_models.build_reference_processor`)."""
 
 import json
 from pathlib import Path
@@ -13,7 +13,7 @@ from transformers.integrations.deepspeed import HfTrainerDeepSpeedConfig
 
 from alphadrive_trl import grpo, sft
 from alphadrive_trl.image_budget import ImageBudgetError, apply_image_budget, image_tokens_per_image
-from alphadrive_trl.testing import build_reference_processor
+from alphadrive_trl.tiny_models import build_reference_processor
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 # recipe folder -> (Hub id, max_image_tokens, tokens per 1600x900 camera: alone, each of 3, at the Hub default)

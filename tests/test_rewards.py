@@ -4,8 +4,10 @@ robustness on arbitrary completions, the registry, and a real `trl.GRPOTrainer` 
 from __future__ import annotations
 
 import doctest
+import importlib
 import math
 import pickle
+import pkgutil
 from collections import Counter
 
 import pytest
@@ -221,9 +223,21 @@ def test_without_prompts_the_call_is_one_group():
     assert call(speed_planning_reward, completions, speed="KEEP") == approx([0.64, 0.64])
 
 
+def test_ready_made_rewards_are_named_like_their_registry_entries():
+    # TRL logs `rewards/<__name__>/mean`: one name per reward, whichever way it was built.
+    ready_made = {"safety": rewards.safety_penalty}
+    for name in REWARD_REGISTRY:
+        attribute = name.replace("_strict", "_reward_strict") if name.endswith("_strict") else f"{name}_reward"
+        if hasattr(rewards, attribute):  # the `_release` variants have no ready-made instance
+            ready_made[name] = getattr(rewards, attribute)
+    assert len(ready_made) == len(REWARD_REGISTRY) - 2
+    for name, reward in ready_made.items():
+        assert reward.__name__ == name == REWARD_REGISTRY[name]().__name__
+
+
 def test_diversity_none_is_f1_times_weight():
     reward = make_planning_reward("speed", diversity="none")
-    assert reward.__name__ == "speed_planning_none_reward"
+    assert reward.__name__ == "speed_planning_none"
     assert call(reward, [answer("KEEP", "STRAIGHT")] * 2, prompts=["p"] * 2, speed="KEEP") == approx([0.8, 0.8])
     unweighted = make_planning_reward("path", weighting=False, diversity="none")
     assert call(unweighted, [answer("KEEP", "STRAIGHT")], path="STRAIGHT") == [1.0]
@@ -556,7 +570,11 @@ def test_rewards_pickle_with_their_names():
 
 
 def test_docstring_examples():
-    assert doctest.testmod(rewards).failed == 0
+    modules = [rewards] + [
+        importlib.import_module(f"{rewards.__name__}.{m.name}") for m in pkgutil.iter_modules(rewards.__path__)
+    ]
+    for module in modules:
+        assert doctest.testmod(module).failed == 0, module.__name__
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -672,7 +690,7 @@ def test_registry_rewards_plug_into_plain_grpo_trainer(tmp_path, tiny_model_dir)
 
     def group_probe(prompts, completions, sample_id, **kwargs):
         # Our prompt-based groups must be TRL's groups: num_generations completions of each prompt.
-        group_sizes.append(sorted(Counter(rewards._group_ids(prompts, len(completions), sample_id)).values()))
+        group_sizes.append(sorted(Counter(rewards.base._group_ids(prompts, len(completions), sample_id)).values()))
         return [0.0] * len(completions)
 
     args = GRPOConfig(
@@ -745,7 +763,7 @@ def test_cache_never_changes_a_result_with_images_in_the_prompts():
         [{"role": "assistant", "content": "<answer> KEEP, STRAIGHT </answer>"}],
     ]
     columns = {"speed_action": ["STOP", "STOP"], "path_action": ["STRAIGHT", "STRAIGHT"]}
-    assert rewards._fingerprint(prompts, completions, None) is None
+    assert rewards.base._fingerprint(prompts, completions, None) is None
     assert speed(prompts=prompts, completions=completions, **columns) == [1.0, 0.0]
     completions[0][0]["content"], completions[1][0]["content"] = (
         completions[1][0]["content"],

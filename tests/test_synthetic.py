@@ -268,7 +268,7 @@ def test_build_is_identical_across_worker_counts_and_loads(tmp_path):
 
 def test_build_resumes_after_an_interruption(tmp_path, monkeypatch):
     config = GeneratorConfig(num_samples=40, seed=2)
-    real_chunk = synthetic._generate_chunk
+    real_chunk = synthetic.build._generate_chunk
     calls = []
 
     def failing(args):
@@ -277,12 +277,12 @@ def test_build_resumes_after_an_interruption(tmp_path, monkeypatch):
             raise KeyboardInterrupt  # the job dies while building the third part
         return real_chunk(args)
 
-    monkeypatch.setattr(synthetic, "_generate_chunk", failing)
+    monkeypatch.setattr(synthetic.build, "_generate_chunk", failing)
     with pytest.raises(KeyboardInterrupt):
         build_dataset(config, tmp_path / "out", chunk_size=10, progress=False)
     assert not (tmp_path / "out").exists() and (tmp_path / "out.partial" / "chunk-00001").exists()
     calls.clear()
-    monkeypatch.setattr(synthetic, "_generate_chunk", lambda args: calls.append(args[1]) or real_chunk(args))
+    monkeypatch.setattr(synthetic.build, "_generate_chunk", lambda args: calls.append(args[1]) or real_chunk(args))
     resumed = build_dataset(config, tmp_path / "out", chunk_size=10, progress=False)
     assert calls == [20, 30]  # chunks 0 and 1 were reused
     fresh = build_dataset(config, tmp_path / "fresh", chunk_size=10, progress=False)

@@ -22,6 +22,10 @@ PATH_ACTIONS: tuple[str, ...] = ("STRAIGHT", "RIGHT_CHANGE", "LEFT_CHANGE", "RIG
 AXES: tuple[str, ...] = ("speed", "path")
 AXIS_VOCABULARY: dict[str, tuple[str, ...]] = {"speed": SPEED_ACTIONS, "path": PATH_ACTIONS}
 ALL_PLANS: tuple[tuple[str, str], ...] = tuple(itertools.product(SPEED_ACTIONS, PATH_ACTIONS))
+# The most dangerous planning error (the safety reward and the evaluation's safety-critical error rate): the expert
+# slows down or stops, the answer keeps its speed or speeds up.
+SAFETY_CRITICAL_SPEEDS = frozenset({"STOP", "DECELERATE"})
+UNSAFE_SPEEDS = frozenset({"ACCELERATE", "KEEP"})
 
 _SPEED_SET = frozenset(SPEED_ACTIONS)
 _PATH_SET = frozenset(PATH_ACTIONS)

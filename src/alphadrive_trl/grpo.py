@@ -4,7 +4,7 @@
 `alphadrive_trl.checkpointing.QwenVLCheckpointMixin`):
 
 - the reward functions come from the recipe by name (`DrivingGRPOConfig.reward_funcs`, resolved through
-  `alphadrive_trl.rewards.get_reward_funcs` with the recipe's options, or dotted import paths for your own rewards)
+  `alphadrive_trl.rewards.resolve_reward_funcs` with the recipe's options, or dotted import paths for your own rewards)
   when none are passed;
 - every logging step it also logs driving metrics of the *sampled* completions, next to TRL's `rewards/<name>/mean`:
 
@@ -33,10 +33,7 @@ Example:
 
 from __future__ import annotations
 
-import importlib
 import logging
-import os
-import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -60,7 +57,7 @@ from .entrypoint import (
 from .image_budget import apply_image_budget
 from .modeling import SaveDrivingConfigCallback, load_model
 from .prompts import completion_text, to_grpo_example
-from .rewards import REWARD_REGISTRY, format_reward, get_reward_funcs
+from .rewards import format_reward, resolve_reward_funcs
 
 logger = logging.getLogger(__name__)
 
@@ -139,39 +136,6 @@ def driving_metrics(stats: torch.Tensor, num_generations: int) -> dict[str, floa
         "driving/format_rate": stats[:, _FORMAT_OK].mean().item(),
         "driving/distinct_plans_per_group": sum(distinct) / len(distinct),
     }
-
-
-def resolve_reward_funcs(names: Sequence[str], **options: Any) -> list:
-    """Reward callables for recipe names: `alphadrive_trl.rewards.REWARD_REGISTRY` names (built with `options`, the
-    recipe's `reward_options()`), or dotted import paths `package.module.function` for your own TRL-style rewards,
-    as TRL's `grpo` script accepts. An unknown name fails with the list of valid ones.
-
-    Example:
-        >>> [f.__name__ for f in resolve_reward_funcs(["format", "alphadrive_trl.rewards.format_reward_strict"])]
-        ['format', 'format_reward_strict']
-    """
-    unknown = [name for name in names if name not in REWARD_REGISTRY and "." not in name]
-    if unknown:
-        get_reward_funcs(unknown)  # raises, naming every unknown name and the valid ones
-    funcs = []
-    for name in names:
-        if name in REWARD_REGISTRY:
-            funcs.extend(get_reward_funcs([name], **options))
-            continue
-        module_path, attribute = name.rsplit(".", 1)
-        if os.getcwd() not in sys.path:  # so a reward module next to the recipe imports, as with TRL's script
-            sys.path.insert(0, os.getcwd())
-        try:
-            func = getattr(importlib.import_module(module_path), attribute)
-        except (ImportError, AttributeError) as err:
-            raise ValueError(
-                f"Reward {name!r} is neither a registry name ({', '.join(REWARD_REGISTRY)}) nor an importable "
-                f"function: {err}"
-            ) from err
-        if not callable(func):
-            raise ValueError(f"Reward {name!r} imports {func!r}, which is not callable.")
-        funcs.append(func)
-    return funcs
 
 
 class _WithBatchNumImages:

@@ -1,26 +1,9 @@
 """One meta-action labeller for every source: a future ego trajectory -> `(SPEED, PATH)`.
 
 nuScenes, highway-env, the synthetic scenes and trajectory-mode rewards all label plans with this module, so a
-predicted trajectory and an expert one are judged by the same rules. Two rule sets (`docs/data.md`, "The trajectory labeller"):
-
-`senna` (after the Senna nuScenes labelling):
-- SPEED: `STOP` if the maximum future speed is below 2 m/s; else `ACCELERATE` / `DECELERATE` if the end speed
-  differs from the current speed by at least 3 m/s; else `KEEP`.
-- PATH: if the lateral offset at the end is at least 4 m, it is a lane change when the end direction is within 5° of
-  straight ahead and a turn otherwise (left when the offset is to the left, y > 0); else `STRAIGHT`.
-
-`heading`:
-- SPEED: `STOP` if the end speed is below 0.5 m/s; else `ACCELERATE` / `DECELERATE` if the end speed differs from
-  the current speed by at least 2 m/s; else `KEEP`.
-- PATH: a turn if the end heading differs from the current heading by at least 20° (left when counter-clockwise);
-  else a lane change if the lateral offset at the end is at least 2.5 m; else `STRAIGHT`.
-
-Definitions shared by both modes (ego frame: x forward, y left, metres; the current position is the origin):
-- *future speeds*: `|p_i - p_{i-1}| / dt` for every waypoint, with `p_0 = (0, 0)`; the *end speed* is the last one.
-- *speed change*: end speed minus the current speed (`ego_speed`); thresholds are inclusive (`>=`).
-- *lateral offset*: `y` of the last waypoint.
-- *end heading*: `headings[-1]` when headings are given (radians, ego frame, counter-clockwise positive), else the
-  direction of the last segment that moved more than 1 cm (0 when nothing moved).
+predicted trajectory and an expert one are judged by the same rules. The two rule sets (`senna`, `heading`) and the
+quantities they use (future speeds, speed change, lateral offset, end heading; ego frame, x forward, y left) are
+defined in `docs/data.md`, "The trajectory labeller"; the thresholds are the fields of `LabellerThresholds`.
 
 Example:
     >>> label_trajectory([[5, 0], [10, 0], [15, 0], [20, 0], [25, 0], [30, 0]], ego_speed=10.0)
@@ -152,7 +135,7 @@ def _end_heading_from_segments(points: np.ndarray) -> float:
 def trajectory_features(
     waypoints: Any, ego_speed: float, *, dt: float = 0.5, headings: Any = None
 ) -> TrajectoryFeatures:
-    """Compute the quantities both rule sets use (see the module docstring for their exact definitions)."""
+    """Compute the quantities both rule sets use (defined in `docs/data.md`, "The trajectory labeller")."""
     points = _as_waypoints(waypoints)
     try:
         current_speed = float(ego_speed)
@@ -235,7 +218,7 @@ def label_trajectory(
         waypoints: future ego positions, shape (N, 2), metres, ego frame (x forward, y left), the current position
             (0, 0) excluded; usually 6 points at 0.5 s.
         ego_speed: the current speed, m/s.
-        mode: `"senna"` or `"heading"` (rules in the module docstring).
+        mode: `"senna"` or `"heading"` (rules in `docs/data.md`).
         dt: seconds between waypoints (and between the origin and the first one).
         thresholds: overrides of the `LabellerThresholds` constants.
         headings: optional ego-frame yaw (radians, counter-clockwise) of each waypoint; without it the end heading is

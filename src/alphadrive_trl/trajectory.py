@@ -1,31 +1,15 @@
 """Trajectory mode: the waypoint answer format, its parser, L2 metrics and a plausibility check.
 
-In trajectory mode the model plans the ego motion for the next 3 seconds as well as the meta-action pair. The
-completion is the meta-action answer followed by one more block:
+In trajectory mode the completion is the meta-action answer followed by the ego motion for the next 3 s:
 
     <think> The light ahead is red, so I brake to the stop line. </think> <answer> DECELERATE, STRAIGHT </answer>
     <trajectory> [3.8,0.0] [7.1,0.0] [9.9,0.1] [12.1,0.1] [13.8,0.1] [14.9,0.1] </trajectory>
 
-- Waypoints: `TRAJECTORY_HORIZON = 6` future ego positions at `TRAJECTORY_DT = 0.5` s steps (t = 0.5 s … 3.0 s),
-  the current position (0, 0) excluded. Metres, ego frame at the current time: x forward, y to the left (the same
-  frame as the dataset's `trajectory` column).
-- Text form: `[x,y]` pairs separated by one space, each coordinate with exactly one decimal (10 cm resolution, well
-  below the metre-scale errors that matter) and no spaces inside a pair. The fixed width keeps the token pattern
-  identical from pair to pair (Qwen's tokenizer splits numbers into single digits), so a VLM learns it in a few SFT
-  steps; `-0.0` is written `0.0`.
-- The trajectory comes after the answer so that the reasoning and the meta-action decision are generated first and the
-  waypoints are conditioned on them.
-
-`parse_trajectory` is lenient (round or square brackets, spaces, any number of decimals, an unclosed last block) and
-never raises; `is_trajectory_format` is the format check the trajectory format reward uses.
-
-Metrics follow the nuScenes open-loop convention used by UniAD/VAD: `l2_1s`, `l2_2s`, `l2_3s` are the Euclidean
-errors at the waypoints at t = 1, 2 and 3 s (not averaged up to t, as ST-P3 does); `ade` is the mean over all 6
-waypoints and `fde` the error at the last one (= `l2_3s`).
-
-Meta-actions implied by a predicted trajectory come from the same labeller that labels the data
-(`alphadrive_trl.labelling`), so the meta-action rewards and metrics also apply in this mode
-(`derived_answer_words`).
+`TRAJECTORY_HORIZON = 6` waypoints at `TRAJECTORY_DT = 0.5` s, metres, ego frame (x forward, y left), the current
+position excluded. `docs/trajectory.md` gives the text format and why, the plausibility limits and the metrics
+(`l2_1s`/`l2_2s`/`l2_3s` at t = 1, 2, 3 s as in UniAD/VAD, `ade`, `fde`). `parse_trajectory` is lenient and never
+raises; `is_trajectory_format` is the format reward's check; `derived_answer_words` labels a predicted trajectory
+with the data's labeller (`alphadrive_trl.labelling`), so the meta-action rewards and metrics also apply.
 """
 
 from __future__ import annotations

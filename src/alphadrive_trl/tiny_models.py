@@ -21,12 +21,12 @@ Presets:
   from scratch on CPU in about a minute.
 
 Example:
-    >>> from alphadrive_trl.testing import build_tiny_model
+    >>> from alphadrive_trl.tiny_models import build_tiny_model
     >>> model, processor = build_tiny_model("qwen2_5_vl", "outputs/tiny-qwen2_5_vl", seed=0)
     >>> type(model).__name__
     'Qwen2_5_VLForConditionalGeneration'
 
-CLI: `python -m alphadrive_trl.testing --arch qwen2_5_vl --output-dir outputs/tiny-qwen2_5_vl-init --preset demo`
+CLI: `python -m alphadrive_trl.tiny_models --arch qwen2_5_vl --output-dir outputs/tiny-qwen2_5_vl-init --preset demo`
 (also installed as `alphadrive-tiny-model`).
 """
 

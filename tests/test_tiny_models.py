@@ -9,7 +9,7 @@ from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from alphadrive_trl.actions import PATH_ACTIONS, SPEED_ACTIONS
-from alphadrive_trl.testing import ARCHITECTURES, build_tiny_model, build_tokenizer, main
+from alphadrive_trl.tiny_models import ARCHITECTURES, build_tiny_model, build_tokenizer, main
 
 EXPECTED_CLASSES = {
     "qwen2_vl": ("Qwen2VLForConditionalGeneration", "Qwen2VLProcessor"),

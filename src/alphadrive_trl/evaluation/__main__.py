@@ -1,0 +1,8 @@
+"""`python -m alphadrive_trl.evaluation` runs `alphadrive-eval`."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
