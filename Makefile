@@ -101,7 +101,7 @@ tiny-model: install ## Build the tiny random Qwen-VL model the demo trains (TINY
 	@test -f $(TINY_MODEL)/config.json || $(PY) -m alphadrive_trl.testing --arch $(TINY_ARCH) --output-dir $(TINY_MODEL) --preset demo
 
 base-model: install tiny-model ## Perception pre-training of the tiny model on scene captions (cached; BASE_MODEL)
-	@test -f $(CAPTION_DIR)/dataset_dict.json || $(PY) -m data_prep.synthetic --output-dir $(CAPTION_DIR) --num-samples $(CAPTION_SAMPLES) --seed $(CAPTION_SEED) --captions
+	@test -f $(BASE_MODEL)/model.safetensors || test -f $(CAPTION_DIR)/dataset_dict.json || $(PY) -m data_prep.synthetic --output-dir $(CAPTION_DIR) --num-samples $(CAPTION_SAMPLES) --seed $(CAPTION_SEED) --captions
 	@test -f $(BASE_MODEL)/model.safetensors || $(PY) -m alphadrive_trl.sft --config $(BASE_RECIPE) --dataset_name $(CAPTION_DIR) --model_name_or_path $(TINY_MODEL) --output_dir $(BASE_MODEL)
 
 sft: install ## SFT warm-up (RECIPE, ACCELERATE_CONFIG, NUM_PROCESSES, OUTPUT_DIR)

@@ -43,3 +43,14 @@ def test_demo_defaults_and_base_model_target():
     assert "data_prep.synthetic --output-dir data/synthetic-captions --num-samples 5000 --seed 101 --captions" in base
     assert "recipes/tiny-qwen2.5-vl/pretrain/config_perception.yaml" in base
     assert "--output_dir outputs/tiny-qwen2_5_vl-base" in base
+
+
+def test_sim_demo_trains_on_rollout_seeds_and_drives_on_others():
+    commands = dry_run("sim-demo", "SIM_DIR=/tmp/sim")
+    assert "data_prep.highway_env --output-dir /tmp/sim/data --episodes 30 --seed 1000" in commands
+    assert "--config recipes/tiny-qwen2.5-vl/sft/config_sim_demo.yaml --dataset_name /tmp/sim/data" in commands
+    assert "--model_name_or_path outputs/tiny-qwen2_5_vl-base --output_dir /tmp/sim/sft" in commands
+    assert "--model_name_or_path /tmp/sim/sft --output_dir /tmp/sim/grpo" in commands
+    assert "generate --model /tmp/sim/grpo --dataset /tmp/sim/data --split test" in commands
+    assert "compare --models expert keep random sft=/tmp/sim/sft grpo=/tmp/sim/grpo --episodes 10 --seed 0" in commands
+    assert "--output-dir /tmp/sim/closed-loop" in commands
