@@ -32,6 +32,20 @@ EVAL_SAMPLES ?= 500
 EVAL_K ?= 4
 EVAL_FLAGS = --dataset $(DATA_DIR) --split test --max-samples $(EVAL_SAMPLES) --num-samples $(EVAL_K) --batch-size 32 --max-new-tokens 128
 ARGS ?=
+# `make sim-demo`: train and drive in highway-env. Rollout seeds (SIM_DATA_SEED + k) never meet the closed-loop seeds
+# (SIM_DRIVE_SEED + k); the open-loop test split holds episodes no training run saw.
+SIM_DIR ?= outputs/sim-demo
+SIM_EPISODES ?= 30
+SIM_DATA_SEED ?= 1000
+SIM_DATA_FLAGS ?= --stride 1
+SIM_SFT_RECIPE ?= recipes/tiny-qwen2.5-vl/sft/config_sim_demo.yaml
+SIM_GRPO_RECIPE ?= recipes/tiny-qwen2.5-vl/grpo/config_sim_demo.yaml
+SIM_SFT_ARGS ?=
+SIM_GRPO_ARGS ?=
+SIM_EVAL_FLAGS ?= --num-samples 4 --batch-size 32 --max-new-tokens 24
+SIM_DRIVE_EPISODES ?= 10
+SIM_DRIVE_SEED ?= 0
+SIM_DRIVE_FLAGS ?= --max-new-tokens 24
 
 # `make sft RECIPE=...` overrides the demo recipe; OUTPUT_DIR overrides the recipe's output_dir.
 SFT_CONFIG := $(if $(RECIPE),$(RECIPE),$(SFT_RECIPE))
@@ -49,7 +63,7 @@ export OMP_NUM_THREADS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export PYTHONWARNINGS ?= ignore
 
-.PHONY: help install test test-fast quality style data tiny-model base-model sft grpo pipeline pipeline-sft pipeline-grpo eval eval-sft eval-grpo eval-compare eval-sft-beside demo bench reproduce closed-loop clean
+.PHONY: help install test test-fast quality style data tiny-model base-model sft grpo pipeline pipeline-sft pipeline-grpo eval eval-sft eval-grpo eval-compare eval-sft-beside demo bench reproduce closed-loop sim-demo clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
@@ -87,7 +101,7 @@ tiny-model: install ## Build the tiny random Qwen-VL model the demo trains (TINY
 	@test -f $(TINY_MODEL)/config.json || $(PY) -m alphadrive_trl.tiny_models --arch $(TINY_ARCH) --output-dir $(TINY_MODEL) --preset demo
 
 base-model: install tiny-model ## Perception pre-training of the tiny model on scene captions (cached; BASE_MODEL)
-	@test -f $(CAPTION_DIR)/dataset_dict.json || $(PY) -m data_prep.synthetic --output-dir $(CAPTION_DIR) --num-samples $(CAPTION_SAMPLES) --seed $(CAPTION_SEED) --captions
+	@test -f $(BASE_MODEL)/model.safetensors || test -f $(CAPTION_DIR)/dataset_dict.json || $(PY) -m data_prep.synthetic --output-dir $(CAPTION_DIR) --num-samples $(CAPTION_SAMPLES) --seed $(CAPTION_SEED) --captions
 	@test -f $(BASE_MODEL)/model.safetensors || $(PY) -m alphadrive_trl.sft --config $(BASE_RECIPE) --dataset_name $(CAPTION_DIR) --model_name_or_path $(TINY_MODEL) --output_dir $(BASE_MODEL)
 
 sft: install ## SFT warm-up (RECIPE, ACCELERATE_CONFIG, NUM_PROCESSES, OUTPUT_DIR)
@@ -149,6 +163,20 @@ reproduce: install ## The small-scale AlphaDrive reproduction study (3 seeds; 48
 
 closed-loop: install ## Closed-loop driving in highway-env: demo checkpoint vs expert/keep/random baselines
 	$(PY) -m alphadrive_trl.closed_loop compare --models expert keep random $(GRPO_OUTPUT) --episodes 3 --seed 0 --output-dir outputs/closed-loop $(ARGS)
+
+sim-demo: install ## Train and drive in highway-env: expert rollouts -> SFT -> GRPO -> open-loop eval -> closed loop (SIM_DIR)
+	@$(MAKE) --no-print-directory base-model
+	$(PY) -m data_prep.highway_env --output-dir $(SIM_DIR)/data --episodes $(SIM_EPISODES) --seed $(SIM_DATA_SEED) --overwrite $(SIM_DATA_FLAGS)
+	$(PY) -m alphadrive_trl.sft --config $(SIM_SFT_RECIPE) --dataset_name $(SIM_DIR)/data --model_name_or_path $(BASE_MODEL) --output_dir $(SIM_DIR)/sft $(SIM_SFT_ARGS)
+	$(PY) -m alphadrive_trl.grpo --config $(SIM_GRPO_RECIPE) --dataset_name $(SIM_DIR)/data --model_name_or_path $(SIM_DIR)/sft --output_dir $(SIM_DIR)/grpo $(SIM_GRPO_ARGS)
+	@rm -f $(SIM_DIR)/eval/sft/predictions.jsonl $(SIM_DIR)/eval/grpo/predictions.jsonl
+	$(PY) -m alphadrive_trl.evaluation generate --model $(SIM_DIR)/sft --dataset $(SIM_DIR)/data --split test $(SIM_EVAL_FLAGS) --output $(SIM_DIR)/eval/sft/predictions.jsonl
+	$(PY) -m alphadrive_trl.evaluation score --predictions $(SIM_DIR)/eval/sft/predictions.jsonl --output-dir $(SIM_DIR)/eval/sft
+	$(PY) -m alphadrive_trl.evaluation generate --model $(SIM_DIR)/grpo --dataset $(SIM_DIR)/data --split test $(SIM_EVAL_FLAGS) --output $(SIM_DIR)/eval/grpo/predictions.jsonl
+	$(PY) -m alphadrive_trl.evaluation score --predictions $(SIM_DIR)/eval/grpo/predictions.jsonl --output-dir $(SIM_DIR)/eval/grpo
+	$(PY) -m alphadrive_trl.evaluation compare $(SIM_DIR)/eval/sft $(SIM_DIR)/eval/grpo --names SFT SFT+GRPO --output $(SIM_DIR)/eval/comparison.md
+	$(PY) -m alphadrive_trl.closed_loop compare --models expert keep random sft=$(SIM_DIR)/sft grpo=$(SIM_DIR)/grpo --episodes $(SIM_DRIVE_EPISODES) --seed $(SIM_DRIVE_SEED) --output-dir $(SIM_DIR)/closed-loop $(SIM_DRIVE_FLAGS)
+	@echo "Open loop: $(SIM_DIR)/eval/comparison.md; closed loop: $(SIM_DIR)/closed-loop/comparison.md"
 
 clean: ## Remove outputs and caches (keeps .venv and data)
 	rm -rf outputs .pytest_cache .ruff_cache .hypothesis

@@ -13,8 +13,10 @@ every `--stride`-th decision (decisions are 0.5 s apart) a row is written:
 - `speed_action`, `path_action`: `alphadrive_trl.labelling.label_trajectory` on that trajectory (the labeller shared
   with nuScenes; `--labeller heading` by default, because highway lanes are 4 m wide and a lane change done in 3 s
   sits right at `senna`'s 4 m threshold);
-- `source = "highway_env"`, `reasoning = None` (fill it with `data_prep.distill_reasoning`), `feasible_actions =
-  None`.
+- `reasoning`: a sentence template filled from the simulator state at the decision (`data_prep.highway_scene`: the
+  vehicle ahead and its gap, free adjacent lanes, the route, the intersection), explaining the label; and
+  `feasible_actions`: the label plus the alternatives that state allows (e.g. a lane change the gaps allow as well as
+  slowing down); `source = "highway_env"`.
 
 Decisions without a full 3 s future (the end of an episode) or without enough history are skipped, and episodes in
 which the expert crashed are dropped; both are counted in the dataset card. Splits are by episode, so no episode
@@ -41,6 +43,7 @@ from tqdm.auto import tqdm
 
 from alphadrive_trl.entrypoint import command
 from alphadrive_trl.labelling import LABELLER_MODES, LabellerThresholds, future_waypoints, label_trajectory
+from data_prep.highway_scene import feasible_plans, scene_reasoning, scene_state
 
 logger = logging.getLogger(__name__)
 
@@ -121,8 +124,13 @@ def label_episode_steps(
     return labelled
 
 
-def episode_rows(result, config: HighwayDataConfig, thresholds: LabellerThresholds | None = None):
-    """Canonical rows of one expert episode (`closed_loop.run_episode(..., keep_frames=True)`) and skip reasons."""
+def episode_rows(
+    result, config: HighwayDataConfig, thresholds: LabellerThresholds | None = None, states: list | None = None
+):
+    """Canonical rows of one expert episode (`closed_loop.run_episode(..., keep_frames=True)`) and skip reasons.
+
+    `states` (one `highway_scene.SceneState` per decision, as `SceneRecordingExpert` records them) fill `reasoning`
+    and `feasible_actions`; without them both are None."""
     from PIL import Image
 
     from alphadrive_trl.closed_loop import frame_roles
@@ -148,6 +156,7 @@ def episode_rows(result, config: HighwayDataConfig, thresholds: LabellerThreshol
             skipped["not enough history"] += 1
             continue
         waypoints, speed_action, path_action = label
+        state = states[index] if states else None
         frames = [result.frames[index - k] for k in range(config.history_frames + 1)]
         rows.append(
             {
@@ -158,13 +167,29 @@ def episode_rows(result, config: HighwayDataConfig, thresholds: LabellerThreshol
                 "navigation": step.navigation,
                 "speed_action": speed_action,
                 "path_action": path_action,
-                "reasoning": None,
-                "feasible_actions": None,
+                "reasoning": scene_reasoning(state, speed_action, path_action) if state else None,
+                "feasible_actions": feasible_plans(state, speed_action, path_action) if state else None,
                 "trajectory": np.round(waypoints, 3).tolist(),
                 "source": SOURCE,
             }
         )
     return rows, skipped
+
+
+def recording_expert():
+    """The closed-loop expert, recording the `SceneState` it saw at each decision in `.states` (reset per episode)."""
+    from alphadrive_trl.closed_loop import ExpertPolicy
+
+    class SceneRecordingExpert(ExpertPolicy):
+        def reset(self, seed: int) -> None:
+            super().reset(seed)
+            self.states = []
+
+        def decide(self, context):
+            self.states.append(scene_state(context.env, context.scenario, context.navigation, context.ego_speed))
+            return super().decide(context)
+
+    return SceneRecordingExpert()
 
 
 def _features():
@@ -188,7 +213,7 @@ def build_dataset(
     per chunk of `chunk_episodes` episodes; writes a dataset card. Returns the loaded `DatasetDict`."""
     from datasets import Dataset, DatasetDict, load_from_disk
 
-    from alphadrive_trl.closed_loop import ExpertPolicy, get_scenario, make_env, run_episode
+    from alphadrive_trl.closed_loop import get_scenario, make_env, run_episode
     from data_prep.common import ChunkStore, atomic_directory, atomic_write_text, split_ranges
 
     output_dir = Path(output_dir)
@@ -214,11 +239,12 @@ def build_dataset(
                 for name, k in jobs[chunk * chunk_episodes : (chunk + 1) * chunk_episodes]:
                     if name not in envs:
                         envs[name] = make_env(name, config.frame_size)
+                    expert = recording_expert()
                     result = run_episode(
-                        envs[name], name, ExpertPolicy(), config.seed + k, max_decisions=config.max_decisions,
+                        envs[name], name, expert, config.seed + k, max_decisions=config.max_decisions,
                         frame_size=config.frame_size, keep_frames=True,
                     )  # fmt: skip
-                    episode, reasons = episode_rows(result, config, thresholds)
+                    episode, reasons = episode_rows(result, config, thresholds, expert.states)
                     skipped.update(reasons)
                     rows.extend({**row, "split": split_of_episode[k]} for row in episode)
                     bar.update(1)

@@ -20,6 +20,7 @@ from alphadrive_trl.closed_loop import (
     comparison_table,
     frame_roles,
     plan_to_meta_action,
+    split_policy_name,
     summarize_episodes,
 )
 
@@ -288,6 +289,22 @@ def test_cli_compare_runs_baselines_despite_a_missing_checkpoint(sim, tmp_path, 
     assert (tmp_path / "cmp" / "keep" / "metrics.json").exists()
     assert not os.path.exists(tmp_path / "cmp" / "keep" / "episode_highway.gif")
     assert "| keep | highway |" in (tmp_path / "cmp" / "comparison.md").read_text()
+
+
+def test_split_policy_name():
+    assert split_policy_name("grpo=outputs/sim-demo/grpo") == ("grpo", "outputs/sim-demo/grpo")
+    assert split_policy_name("outputs/demo-grpo") == (None, "outputs/demo-grpo")
+    assert split_policy_name("keep") == (None, "keep")
+    assert split_policy_name("runs/a=b") == (None, "runs/a=b")  # a path holding "=" is not a name
+
+
+@pytest.mark.sim
+def test_cli_compare_names_a_missing_checkpoint_by_its_given_name(sim, tmp_path, capsys):
+    missing = str(tmp_path / "no-such-checkpoint")
+    code = sim.main(["compare", "--models", "keep", f"sft={missing}", "--env", "highway", "--episodes", "1",
+                     "--max-decisions", "2", "--no-gif", "--output-dir", str(tmp_path / "cmp")])  # fmt: skip
+    assert code == 0
+    assert "| sft | - | not run:" in (tmp_path / "cmp" / "comparison.md").read_text()
 
 
 @pytest.mark.sim

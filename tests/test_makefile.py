@@ -57,3 +57,14 @@ def test_demo_evaluates_the_warm_up_beside_grpo():
     assert parallel < grpo < grpo_eval and parallel < sft_eval < grpo_eval
     assert "> /tmp/run3/eval/sft.log" in commands[sft_eval]
     assert "compare /tmp/run3/eval/sft /tmp/run3/eval/grpo" in commands[-2]
+
+
+def test_sim_demo_trains_on_rollout_seeds_and_drives_on_others():
+    commands = dry_run("sim-demo", "SIM_DIR=/tmp/sim")
+    assert "data_prep.highway_env --output-dir /tmp/sim/data --episodes 30 --seed 1000" in commands
+    assert "--config recipes/tiny-qwen2.5-vl/sft/config_sim_demo.yaml --dataset_name /tmp/sim/data" in commands
+    assert "--model_name_or_path outputs/tiny-qwen2_5_vl-base --output_dir /tmp/sim/sft" in commands
+    assert "--model_name_or_path /tmp/sim/sft --output_dir /tmp/sim/grpo" in commands
+    assert "generate --model /tmp/sim/grpo --dataset /tmp/sim/data --split test" in commands
+    assert "compare --models expert keep random sft=/tmp/sim/sft grpo=/tmp/sim/grpo --episodes 10 --seed 0" in commands
+    assert "--output-dir /tmp/sim/closed-loop" in commands

@@ -1201,7 +1201,9 @@ def build_parser() -> argparse.ArgumentParser:
         "episodes: `alphadrive-drive compare --models expert keep random CHECKPOINT_DIR --output-dir DIR` "
         "(prints one markdown table, writes DIR/comparison.md and DIR/<policy>/metrics.json).",
     )
-    parser.add_argument("--model", required=True, help="expert, keep, random or a checkpoint directory")
+    parser.add_argument(
+        "--model", required=True, help="expert, keep, random or a checkpoint directory (NAME=DIR names it)"
+    )
     _add_common_arguments(parser)
     return parser
 
@@ -1213,7 +1215,10 @@ def build_compare_parser() -> argparse.ArgumentParser:
         "checkpoint directory is reported in its row; the other policies still run.",
     )
     parser.add_argument(
-        "--models", nargs="+", required=True, help="policies: expert, keep, random and/or checkpoint directories"
+        "--models",
+        nargs="+",
+        required=True,
+        help="policies: expert, keep, random and/or checkpoint directories; NAME=DIR shows a checkpoint as NAME",
     )
     _add_common_arguments(parser)
     return parser
@@ -1244,8 +1249,24 @@ def _run_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def split_policy_name(spec: str) -> tuple[str | None, str]:
+    """`NAME=CHECKPOINT_DIR` -> `(NAME, CHECKPOINT_DIR)`; a spec without a name -> `(None, spec)`.
+
+    Example:
+        >>> split_policy_name("grpo=outputs/sim-demo/grpo"), split_policy_name("outputs/demo-grpo")
+        (('grpo', 'outputs/sim-demo/grpo'), (None, 'outputs/demo-grpo'))
+    """
+    name, separator, path = spec.partition("=")
+    if separator and name and os.sep not in name:
+        return name, path
+    return None, spec
+
+
 def _policy_dir_name(spec: str) -> str:
-    return os.path.basename(os.path.normpath(spec)) if spec not in BASELINE_POLICIES else spec
+    name, path = split_policy_name(spec)
+    if name:
+        return name
+    return os.path.basename(os.path.normpath(path)) if path not in BASELINE_POLICIES else path
 
 
 @command("alphadrive-drive")
@@ -1266,7 +1287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 name += "_"
             used_names.add(name)
             try:
-                policy = load_policy(spec, **_vlm_options(args))
+                policy = load_policy(split_policy_name(spec)[1], **_vlm_options(args))
             except (FileNotFoundError, OSError, ValueError) as error:
                 print(f"warning: skipping {spec}: {error}", file=sys.stderr)
                 runs.append((name, f"not run: {error}"))
@@ -1291,10 +1312,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv = argv[1:]
     args = build_parser().parse_args(argv)
     kwargs = _run_kwargs(args)
+    name, spec = split_policy_name(args.model)
     try:
-        policy = load_policy(args.model, **_vlm_options(args))
+        policy = load_policy(spec, **_vlm_options(args))
     except (FileNotFoundError, OSError, ValueError) as error:
         raise SystemExit(f"error: {error}") from None
+    policy.name = name or policy.name
     metrics = evaluate_policy(policy, output_dir=args.output_dir, **kwargs)
     print(comparison_table([(policy.name, metrics)]))
     print(f"metrics: {os.path.join(args.output_dir, 'metrics.json')}")
