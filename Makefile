@@ -158,7 +158,7 @@ data-if-missing:
 bench: install ## Benchmarks vs vanilla TRL / naive code, one table of ratios
 	$(PY) benchmarks/run_all.py $(ARGS)
 
-reproduce: install ## The small-scale AlphaDrive reproduction study (3 seeds; 48 min on 2 cores without its two extras)
+reproduce: install ## The small-scale AlphaDrive reproduction study (3 seeds; about 100 min on 2 cores)
 	$(PY) benchmarks/reproduce.py $(ARGS)
 
 closed-loop: install ## Closed-loop driving in highway-env: demo checkpoint vs expert/keep/random baselines
