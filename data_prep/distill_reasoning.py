@@ -56,7 +56,8 @@ _SPEED_PHRASES = {
     "DECELERATE": ("slow down from {speed:.1f} m/s", "the situation ahead calls for a lower speed"),
     "STOP": ("come to a stop", "the scene ahead requires the car to stop"),
 }
-_PATH_PHRASES = {
+# What the templated reasoning says for each PATH action (data_prep.highway_scene uses the same words).
+PATH_PHRASES = {
     "STRAIGHT": "stay in my lane",
     "LEFT_CHANGE": "change to the left lane",
     "RIGHT_CHANGE": "change to the right lane",
@@ -97,7 +98,7 @@ def template_reasoning(row: dict) -> str:
     navigation = str(row["navigation"]).strip().rstrip(".")
     navigation = f"to {navigation}" if navigation.lower().startswith(("go ", "turn ", "keep ")) else f"'{navigation}'"
     return (
-        f"The navigation command is {navigation}, so I {_PATH_PHRASES[row['path_action']]}. "
+        f"The navigation command is {navigation}, so I {PATH_PHRASES[row['path_action']]}. "
         f"I {speed_phrase.format(speed=float(row['ego_speed']))} because {because}."
     )
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from alphadrive_trl.actions import ALL_PLANS, plan_to_string
+from data_prep.distill_reasoning import PATH_PHRASES
 
 LANE_NONE, LANE_FREE, LANE_OCCUPIED = "none", "free", "occupied"
 # Beyond this time gap the vehicle ahead does not constrain the ego (IDM's 1.5 s time headway, with a margin).
@@ -74,13 +75,6 @@ _SPEED_PHRASES = {
     "DECELERATE": "slow down",
     "STOP": "stop",
 }
-_PATH_PHRASES = {
-    "STRAIGHT": "stay in my lane",
-    "LEFT_CHANGE": "change to the left lane",
-    "RIGHT_CHANGE": "change to the right lane",
-    "LEFT_TURN": "turn left",
-    "RIGHT_TURN": "turn right",
-}
 
 
 def _road_sentence(state: SceneState) -> str:
@@ -133,7 +127,7 @@ def scene_reasoning(state: SceneState, speed: str, path: str) -> str:
         sentences.append(_lanes_sentence(state))
     else:
         sentences.append(_crossing_sentence(state))
-    sentences.append(f"So I {_SPEED_PHRASES[speed]} and {_PATH_PHRASES[path]}.")
+    sentences.append(f"So I {_SPEED_PHRASES[speed]} and {PATH_PHRASES[path]}.")
     return " ".join(sentences)
 
 

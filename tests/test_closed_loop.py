@@ -196,13 +196,18 @@ def test_expert_avoids_the_crashes_of_constant_keep(sim):
         assert not expert.crashed and expert.completion == 1.0, name
 
 
-@pytest.mark.sim
-def test_expert_changes_lanes_behind_slow_traffic(sim):
-    env = sim.make_env("highway", SMALL_FRAME)
+def drive(sim, scenario, policy, **kwargs):
+    """One episode of `scenario` in a fresh environment, closed afterwards."""
+    env = sim.make_env(scenario, SMALL_FRAME)
     try:
-        result = sim.run_episode(env, "highway", sim.ExpertPolicy(), seed=2, max_decisions=12)
+        return sim.run_episode(env, scenario, policy, **kwargs)
     finally:
         env.close()
+
+
+@pytest.mark.sim
+def test_expert_changes_lanes_behind_slow_traffic(sim):
+    result = drive(sim, "highway", sim.ExpertPolicy(), seed=2, max_decisions=12)
     assert any(step.action in ("LANE_LEFT", "LANE_RIGHT") for step in result.steps)
     assert result.lane_changes >= 1 and not result.crashed
 
@@ -222,11 +227,7 @@ def vlm_dirs(tiny_model_dir, tmp_path_factory):
 def test_vlm_policy_episode_falls_back_on_invalid_answers(sim, vlm_dirs):
     policy = sim.load_policy(vlm_dirs[0], max_new_tokens=8)
     assert isinstance(policy, sim.VLMPolicy) and policy.history_frames == 0
-    env = sim.make_env("highway", SMALL_FRAME)
-    try:
-        result = sim.run_episode(env, "highway", policy, seed=1, max_decisions=3, frame_size=SMALL_FRAME)
-    finally:
-        env.close()
+    result = drive(sim, "highway", policy, seed=1, max_decisions=3, frame_size=SMALL_FRAME)
     assert result.decisions == 3
     assert all(isinstance(step.text, str) for step in result.steps)
     for step in result.steps:
@@ -252,11 +253,7 @@ def test_trajectory_policy_drives_from_waypoints(sim, vlm_dirs):
     text = "<answer> KEEP, STRAIGHT </answer> <trajectory> [5.0,0.0] [10.0,0.5] [15.0,1.5] [20.0,2.5] [25.0,3.5] [30.0,4.0] </trajectory>"
     assert policy.plan_from_text(text, 10.0) == ("KEEP", "LEFT_CHANGE")
     assert policy.plan_from_text("<answer> STOP, STRAIGHT </answer>", 10.0) == ("STOP", "STRAIGHT")  # no waypoints
-    env = sim.make_env("intersection", SMALL_FRAME)
-    try:
-        result = sim.run_episode(env, "intersection", policy, seed=2, max_decisions=2, frame_size=SMALL_FRAME)
-    finally:
-        env.close()
+    result = drive(sim, "intersection", policy, seed=2, max_decisions=2, frame_size=SMALL_FRAME)
     assert result.decisions == 2
     assert all(step.action in ("SLOWER", "IDLE", "FASTER") for step in result.steps)
 
