@@ -42,9 +42,11 @@ def test_a_failed_rename_removes_the_temporary_file(tmp_path):
 
 
 def test_data_prep_and_evaluation_use_the_same_writer():
-    from alphadrive_trl import closed_loop
+    from alphadrive_trl.closed_loop import cli as drive_cli
+    from alphadrive_trl.closed_loop import report as drive_report
     from alphadrive_trl.evaluation import report
     from data_prep import common
 
     assert common.atomic_write_text is atomic_write_text and common.atomic_write_bytes is atomic_write_bytes
-    assert report.atomic_write_json is atomic_write_json and closed_loop.atomic_write_json is atomic_write_json
+    assert report.atomic_write_json is atomic_write_json
+    assert drive_report.atomic_write_json is atomic_write_json and drive_cli.atomic_write_json is atomic_write_json
