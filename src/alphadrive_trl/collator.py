@@ -1,16 +1,8 @@
 """Multi-image SFT collator: TRL's vision-language collator plus the guarantees driving SFT needs.
 
-TRL's `DataCollatorForVisionLanguageModeling` already renders conversational prompt/completion rows, fills the
-prompt's `{"type": "image"}` placeholders in order from the row's `images` (so a batch may mix 1, 2, 3… images per
-sample), runs the processor and builds labels. `MultiImageCollator` keeps all of that and adds:
-
-- completion-only loss by default, with image, video and vision-marker tokens masked wherever they are;
-- the per-image budget of the recipe (`max_image_tokens` for any family, or Qwen's `min_pixels` / `max_pixels`)
-  applied to the processor through `alphadrive_trl.image_budget.apply_image_budget`, the same call evaluation makes;
-- errors that name the sample (`sample_id` when the row has one) when its image count does not match its
-  placeholders;
-- a loud `NoTrainableTokensError` when a batch has no trainable token, instead of a silent zero loss (which happens
-  when completions are empty or `max_length` cuts them off).
+`MultiImageCollator` keeps TRL's `DataCollatorForVisionLanguageModeling` (any number of images per sample) and adds
+completion-only loss with vision tokens masked, the recipe's per-image budget, errors that name the sample, and a
+`NoTrainableTokensError` instead of a silent zero loss. `docs/sft.md` describes it.
 
 Example:
     >>> from alphadrive_trl.collator import MultiImageCollator

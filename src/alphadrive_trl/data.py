@@ -1,21 +1,8 @@
 """The canonical driving dataset: schema, validation, loading, stage split (the per-image budget lives in
 `alphadrive_trl.image_budget`; `apply_image_budget` is re-exported here).
 
-Every source in `data_prep/` writes this schema (`docs/data.md`); trainers and evaluation read it through
-`load_driving_dataset`, which validates rows and names the `sample_id` and field of every problem.
-
-| column | type | meaning |
-|---|---|---|
-| `sample_id` | str | unique, stable |
-| `images` | list of image (>= 1) | front camera first; history frames / other cameras after |
-| `image_roles` | list of str | `front`, `front_t-1`, `front_left`, ...; same length as `images` |
-| `ego_speed` | float | m/s at the current frame, >= 0 |
-| `navigation` | str | e.g. `turn left at the next intersection` |
-| `speed_action`, `path_action` | str | ground-truth meta-actions |
-| `reasoning` | str or null | explanation for SFT |
-| `feasible_actions` | list of str or null | other acceptable `"SPEED, PATH"` plans |
-| `trajectory` | list of [x, y] or null | 6 expert waypoints at 0.5 s, metres, ego frame (x forward, y left) |
-| `source` | str | `synthetic`, `nuscenes`, ... |
+Every source in `data_prep/` writes this schema; trainers and evaluation read it through `load_driving_dataset`,
+which validates rows and names the `sample_id` and field of every problem. `docs/data.md` defines every column.
 
 Example:
     >>> from alphadrive_trl.data import load_driving_dataset, split_for_stages

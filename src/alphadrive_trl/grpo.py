@@ -1,29 +1,9 @@
 """AlphaDrive stage 2: GRPO with the driving rewards, from the SFT warm-up checkpoint.
 
-`DrivingGRPOTrainer` is `trl.GRPOTrainer` with two additions (and the resume fix of
-`alphadrive_trl.checkpointing.QwenVLCheckpointMixin`):
-
-- the reward functions come from the recipe by name (`DrivingGRPOConfig.reward_funcs`, resolved through
-  `alphadrive_trl.rewards.resolve_reward_funcs` with the recipe's options, or dotted import paths for your own rewards)
-  when none are passed;
-- every logging step it also logs driving metrics of the *sampled* completions, next to TRL's `rewards/<name>/mean`:
-
-  | metric | meaning |
-  |---|---|
-  | `driving/speed_accuracy`, `driving/path_accuracy` | share of completions whose strictly parsed answer has the right word on that axis |
-  | `driving/plan_accuracy` | both axes right |
-  | `driving/answer_rate` | share of completions with a strictly parseable `<answer> SPEED, PATH </answer>` |
-  | `driving/format_rate` | share passing `format_reward` (`<think>…</think> <answer>…</answer>` and nothing else) |
-  | `driving/distinct_plans_per_group` | mean number of different valid plans among a prompt's completions (multimodal planning) |
-
-The metrics hook is `_calculate_rewards`, TRL's narrowest place that sees the completions, the dataset columns and
-the rewards gathered from every process (so prompt groups are whole even when split across processes). It calls the
-parent and then appends to TRL's own `self._metrics[mode]`, which TRL averages and clears at each log.
-
-`main()` is the `alphadrive-grpo` / `python -m alphadrive_trl.grpo` entry point (open-r1 layout): parse → seed →
-rewards (a wrong name fails here, before anything loads) → last checkpoint → dataset (GRPO part when
-`stage: grpo`) → prompts → processor with the image budget → trainer (model + optional LoRA/QLoRA) → train → save
-model, processor and `alphadrive_config.json` → model card.
+`DrivingGRPOTrainer` is `trl.GRPOTrainer` with the recipe's rewards resolved by name (`DrivingGRPOConfig.reward_funcs`),
+`driving/*` metrics of the sampled completions logged from its `_calculate_rewards` override, and the resume fix of
+`checkpointing.QwenVLCheckpointMixin`; `main()` is the `alphadrive-grpo` entry point. `docs/grpo.md` describes the
+trainer and lists the metrics.
 
 Example:
     python -m alphadrive_trl.grpo --config recipes/tiny-qwen2.5-vl/grpo/config_demo.yaml

@@ -1,24 +1,8 @@
 """The per-image visual-token budget: one recipe setting, one hook per VLM family.
 
-A recipe says how many visual tokens one camera image may cost (`max_image_tokens`); the hook registered for the
-processor's family turns that number into the family's own knob, so recipes never need to know the processor:
-
-| family (processor) | what the hook sets | visual tokens per image |
-|---|---|---|
-| Qwen2-VL / Qwen2.5-VL / Qwen3-VL | `max_pixels = N · (patch · merge)²` | area / (patch · merge)² |
-| SmolVLM / SmolVLM2 / Idefics3 | longest edge `k · tile` and image splitting | (rows · cols + 1) · `image_seq_len` |
-| Gemma 3 | pan-and-scan on/off and its max crops | (crops + 1) · `image_seq_length` |
-| LLaVA-OneVision | the anyres grid (`image_grid_pinpoints` of at most k tiles), processor *and* model config | base view + tiles + row newlines |
-| InternVL (transformers-native) | `max_patches` (tiles) and `crop_to_patches` | (tiles + thumbnail) · `image_seq_length` |
-
-The tiling families take the largest setting whose worst case (any aspect ratio) fits the budget; a family whose
-smallest setting still costs more than the budget fails with an `ImageBudgetError` that names the minimum. Qwen's own
-`min_pixels` / `max_pixels` keep working (and only there). Training, evaluation and the closed loop all call
-`apply_image_budget`, and the checkpoint stores the setting in `alphadrive_config.json`.
-
-Adding a family: subclass `ImageBudgetHook`, implement `set_max_tokens` (and `apply_to_model` when the model reads the
-setting too, as LLaVA-OneVision does), and `register_image_budget` it under the processor class name. See
-`docs/models.md`.
+A recipe says how many visual tokens one camera image may cost (`max_image_tokens`); the `ImageBudgetHook` registered
+for the processor's family (`register_image_budget`) turns it into the family's own knob, or raises an
+`ImageBudgetError` naming the minimum. `docs/models.md` gives each family's rule and how to add a family.
 
 Example:
     >>> apply_image_budget(processor, max_image_tokens=512)  # doctest: +SKIP

@@ -1,24 +1,8 @@
 """AlphaDrive stage 1: supervised warm-up of a Qwen-VL model on reasoning-annotated driving data.
 
-`DrivingSFTTrainer` is `trl.SFTTrainer` with two additions (and the resume fix of
-`alphadrive_trl.checkpointing.QwenVLCheckpointMixin`):
-
-- it collates with `MultiImageCollator` (any number of images per sample, the recipe's pixel budget, loss on the
-  completion only, a loud error instead of a silent zero loss);
-- every `eval_generation_steps` training steps it greedily answers `eval_generation_samples` rows of the eval split
-  and logs driving metrics through the trainer's `log` (so they reach the console, `trainer_state.json` and any
-  tracker):
-
-  | metric | meaning |
-  |---|---|
-  | `eval_parse_rate` | share of answers that parse strictly: one closed `<answer> SPEED, PATH </answer>` block |
-  | `eval_speed_accuracy`, `eval_path_accuracy` | share with the right word on that axis |
-  | `eval_planning_accuracy` | share with both words right (the paper's planning accuracy, strict parse) |
-
-`main()` is the `alphadrive-sft` / `python -m alphadrive_trl.sft` entry point (open-r1 layout): parse → seed and
-logging → last checkpoint → dataset (the SFT part when `stage: sft`) → prompts → processor with the image budget →
-model (dtype, 4-bit, LoRA from `ModelConfig`) → trainer → train → save model, processor and `alphadrive_config.json`
-→ model card.
+`DrivingSFTTrainer` is `trl.SFTTrainer` with `MultiImageCollator`, greedy `eval_*` driving metrics every
+`eval_generation_steps` steps, and the resume fix of `checkpointing.QwenVLCheckpointMixin`; `main()` is the
+`alphadrive-sft` entry point. `docs/sft.md` describes the trainer and lists the metrics.
 
 Example:
     python -m alphadrive_trl.sft --config recipes/tiny-qwen2.5-vl/sft/config_demo.yaml
