@@ -58,8 +58,12 @@ def test_recipe_parses_and_builds_config_and_rewards(recipe):
     assert keys <= known, keys - known
     # Values TRL defaults differently are written explicitly in every recipe.
     assert {"beta", "loss_type", "num_generations", "max_completion_length", "temperature", "learning_rate"} <= keys
-    # RL runs on the part of the data the SFT warm-up did not see (same fraction and seed as the SFT recipes).
-    assert script_args.stage in ("grpo", None) and (script_args.sft_fraction, script_args.split_seed) == (0.2, 42)
+    # RL runs on the part of the data the SFT warm-up did not see: same fraction and seed as the SFT recipe of the
+    # same name (the sim demo splits its rollouts 30/70), else the paper's 20/80.
+    twin = recipe.parent.parent / "sft" / recipe.name
+    split = yaml.safe_load(twin.read_text()) if twin.is_file() else {}
+    expected = (split.get("sft_fraction", 0.2), split.get("split_seed", 42))
+    assert script_args.stage in ("grpo", None) and (script_args.sft_fraction, script_args.split_seed) == expected
     if recipe in REAL_RECIPES or recipe.parent == TINY and recipe.stem.startswith(("config_demo", "config_ablation")):
         assert script_args.stage == "grpo"
     funcs = resolve_reward_funcs(training_args.reward_funcs, **training_args.reward_options())
