@@ -127,15 +127,15 @@ eval: install ## Evaluate the demo checkpoints on the synthetic test split and c
 	@$(MAKE) --no-print-directory eval-sft eval-grpo
 	@$(MAKE) --no-print-directory eval-compare
 
-# $(call evaluate,CHECKPOINT,NAME): greedy + sampled answers on the test split, then metrics and report in EVAL_DIR/NAME.
-evaluate = $(BIN)/alphadrive-eval generate --model $(1) $(EVAL_FLAGS) --output $(EVAL_DIR)/$(2)/predictions.jsonl \
-	&& $(BIN)/alphadrive-eval score --predictions $(EVAL_DIR)/$(2)/predictions.jsonl --output-dir $(EVAL_DIR)/$(2)
+# $(call evaluate,CHECKPOINT,OUT,FLAGS): greedy + sampled answers (FLAGS pick the data), then metrics and report in OUT.
+evaluate = $(PY) -m alphadrive_trl.evaluation generate --model $(1) $(3) --output $(2)/predictions.jsonl \
+	&& $(PY) -m alphadrive_trl.evaluation score --predictions $(2)/predictions.jsonl --output-dir $(2)
 
 eval-sft:
-	$(call evaluate,$(SFT_OUTPUT),sft)
+	$(call evaluate,$(SFT_OUTPUT),$(EVAL_DIR)/sft,$(EVAL_FLAGS))
 
 eval-grpo:
-	$(call evaluate,$(GRPO_OUTPUT),grpo)
+	$(call evaluate,$(GRPO_OUTPUT),$(EVAL_DIR)/grpo,$(EVAL_FLAGS))
 
 eval-compare:
 	$(BIN)/alphadrive-eval compare $(EVAL_DIR)/sft $(EVAL_DIR)/grpo --names SFT SFT+GRPO
@@ -144,7 +144,7 @@ eval-compare:
 # GRPO's progress bar stays readable.
 eval-sft-beside:
 	@mkdir -p $(EVAL_DIR) && echo "Evaluating the SFT warm-up beside GRPO (log: $(EVAL_DIR)/sft.log)"
-	($(call evaluate,$(SFT_OUTPUT),sft)) > $(EVAL_DIR)/sft.log 2>&1 || { cat $(EVAL_DIR)/sft.log; exit 1; }
+	($(call evaluate,$(SFT_OUTPUT),$(EVAL_DIR)/sft,$(EVAL_FLAGS))) > $(EVAL_DIR)/sft.log 2>&1 || { cat $(EVAL_DIR)/sft.log; exit 1; }
 
 demo: install ## data -> tiny SFT -> GRPO -> eval on CPU (2 cores), then print the headline numbers
 	@$(MAKE) --no-print-directory pipeline-sft
@@ -170,10 +170,8 @@ sim-demo: install ## Train and drive in highway-env: expert rollouts -> SFT -> G
 	$(PY) -m alphadrive_trl.sft --config $(SIM_SFT_RECIPE) --dataset_name $(SIM_DIR)/data --model_name_or_path $(BASE_MODEL) --output_dir $(SIM_DIR)/sft $(SIM_SFT_ARGS)
 	$(PY) -m alphadrive_trl.grpo --config $(SIM_GRPO_RECIPE) --dataset_name $(SIM_DIR)/data --model_name_or_path $(SIM_DIR)/sft --output_dir $(SIM_DIR)/grpo $(SIM_GRPO_ARGS)
 	@rm -f $(SIM_DIR)/eval/sft/predictions.jsonl $(SIM_DIR)/eval/grpo/predictions.jsonl
-	$(PY) -m alphadrive_trl.evaluation generate --model $(SIM_DIR)/sft --dataset $(SIM_DIR)/data --split test $(SIM_EVAL_FLAGS) --output $(SIM_DIR)/eval/sft/predictions.jsonl
-	$(PY) -m alphadrive_trl.evaluation score --predictions $(SIM_DIR)/eval/sft/predictions.jsonl --output-dir $(SIM_DIR)/eval/sft
-	$(PY) -m alphadrive_trl.evaluation generate --model $(SIM_DIR)/grpo --dataset $(SIM_DIR)/data --split test $(SIM_EVAL_FLAGS) --output $(SIM_DIR)/eval/grpo/predictions.jsonl
-	$(PY) -m alphadrive_trl.evaluation score --predictions $(SIM_DIR)/eval/grpo/predictions.jsonl --output-dir $(SIM_DIR)/eval/grpo
+	$(call evaluate,$(SIM_DIR)/sft,$(SIM_DIR)/eval/sft,--dataset $(SIM_DIR)/data --split test $(SIM_EVAL_FLAGS))
+	$(call evaluate,$(SIM_DIR)/grpo,$(SIM_DIR)/eval/grpo,--dataset $(SIM_DIR)/data --split test $(SIM_EVAL_FLAGS))
 	$(PY) -m alphadrive_trl.evaluation compare $(SIM_DIR)/eval/sft $(SIM_DIR)/eval/grpo --names SFT SFT+GRPO --output $(SIM_DIR)/eval/comparison.md
 	$(PY) -m alphadrive_trl.closed_loop compare --models expert keep random sft=$(SIM_DIR)/sft grpo=$(SIM_DIR)/grpo --episodes $(SIM_DRIVE_EPISODES) --seed $(SIM_DRIVE_SEED) --output-dir $(SIM_DIR)/closed-loop $(SIM_DRIVE_FLAGS)
 	@echo "Open loop: $(SIM_DIR)/eval/comparison.md; closed loop: $(SIM_DIR)/closed-loop/comparison.md"
