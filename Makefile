@@ -24,6 +24,10 @@ GRPO_RECIPE ?= recipes/tiny-qwen2.5-vl/grpo/config_demo.yaml
 RECIPE ?=
 ACCELERATE_CONFIG ?=
 NUM_PROCESSES ?= 1
+# Without RECIPE, training runs on CPU_PROCESSES torchrun ranks (DDP over gloo, one core each): 2 or 1. The demo
+# recipes' batch sizes are per rank (2 ranks x 8 = a GRPO step of 2 scenes x 8 generations); with CPU_PROCESSES=1 the
+# Makefile accumulates 2 batches per step instead (DEMO_BATCH_FLAGS), so that a step holds the same samples.
+CPU_PROCESSES ?= 2
 OUTPUT_DIR ?=
 SFT_OUTPUT ?= $(if $(OUTPUT_DIR),$(OUTPUT_DIR)/sft,outputs/demo-sft)
 GRPO_OUTPUT ?= $(if $(OUTPUT_DIR),$(OUTPUT_DIR)/grpo,outputs/demo-grpo)
@@ -55,6 +59,9 @@ OUT_FLAG := $(if $(OUTPUT_DIR),--output_dir $(OUTPUT_DIR),)
 DEMO_FLAGS := $(if $(RECIPE),,--dataset_name $(DATA_DIR))
 # With ACCELERATE_CONFIG (e.g. recipes/accelerate_configs/zero2.yaml) training goes through `accelerate launch`.
 LAUNCH = $(if $(ACCELERATE_CONFIG),$(BIN)/accelerate launch --config_file $(ACCELERATE_CONFIG) --num_processes $(NUM_PROCESSES) -m,$(PY) -m)
+# The demo recipes: several CPU ranks through torchrun (`accelerate launch --cpu` ran one rank only: STACK-NOTES).
+DEMO_LAUNCH = $(if $(ACCELERATE_CONFIG)$(filter 1,$(CPU_PROCESSES)),$(LAUNCH),$(BIN)/torchrun --standalone --nproc_per_node $(CPU_PROCESSES) -m)
+DEMO_BATCH_FLAGS = $(if $(filter 1,$(CPU_PROCESSES)),--gradient_accumulation_steps 2,)
 
 export HF_HUB_OFFLINE ?= 1
 # One OpenMP thread per process: on these small CPU runs two threads were measured 13-16x *slower* (thread
@@ -106,11 +113,11 @@ base-model: install tiny-model ## Perception pre-training of the tiny model on s
 
 sft: install ## SFT warm-up (RECIPE, ACCELERATE_CONFIG, NUM_PROCESSES, OUTPUT_DIR)
 	$(if $(RECIPE),,@$(MAKE) --no-print-directory data-if-missing base-model)
-	$(LAUNCH) alphadrive_trl.sft --config $(SFT_CONFIG) $(DEMO_FLAGS) $(if $(RECIPE),,--model_name_or_path $(BASE_MODEL)) $(OUT_FLAG) $(ARGS)
+	$(if $(RECIPE),$(LAUNCH),$(DEMO_LAUNCH)) alphadrive_trl.sft --config $(SFT_CONFIG) $(DEMO_FLAGS) $(if $(RECIPE),,$(DEMO_BATCH_FLAGS) --model_name_or_path $(BASE_MODEL)) $(OUT_FLAG) $(ARGS)
 
 grpo: install ## GRPO from the SFT checkpoint (RECIPE, ACCELERATE_CONFIG, NUM_PROCESSES, OUTPUT_DIR)
 	$(if $(RECIPE),,@$(MAKE) --no-print-directory data-if-missing)
-	$(LAUNCH) alphadrive_trl.grpo --config $(GRPO_CONFIG) $(DEMO_FLAGS) $(OUT_FLAG) $(ARGS)
+	$(if $(RECIPE),$(LAUNCH),$(DEMO_LAUNCH)) alphadrive_trl.grpo --config $(GRPO_CONFIG) $(DEMO_FLAGS) $(if $(RECIPE),,$(DEMO_BATCH_FLAGS)) $(OUT_FLAG) $(ARGS)
 
 pipeline: install ## SFT on 20% of the data from the base model, then GRPO on the rest (SFT_RECIPE, GRPO_RECIPE, OUTPUT_DIR)
 	@$(MAKE) --no-print-directory pipeline-sft
@@ -118,10 +125,10 @@ pipeline: install ## SFT on 20% of the data from the base model, then GRPO on th
 
 pipeline-sft:
 	@$(MAKE) --no-print-directory data-if-missing base-model
-	$(LAUNCH) alphadrive_trl.sft --config $(SFT_RECIPE) --stage sft --dataset_name $(DATA_DIR) --model_name_or_path $(BASE_MODEL) --output_dir $(SFT_OUTPUT) $(ARGS)
+	$(DEMO_LAUNCH) alphadrive_trl.sft --config $(SFT_RECIPE) $(DEMO_BATCH_FLAGS) --stage sft --dataset_name $(DATA_DIR) --model_name_or_path $(BASE_MODEL) --output_dir $(SFT_OUTPUT) $(ARGS)
 
 pipeline-grpo:
-	$(LAUNCH) alphadrive_trl.grpo --config $(GRPO_RECIPE) --stage grpo --dataset_name $(DATA_DIR) --model_name_or_path $(SFT_OUTPUT) --output_dir $(GRPO_OUTPUT) $(ARGS)
+	$(DEMO_LAUNCH) alphadrive_trl.grpo --config $(GRPO_RECIPE) $(DEMO_BATCH_FLAGS) --stage grpo --dataset_name $(DATA_DIR) --model_name_or_path $(SFT_OUTPUT) --output_dir $(GRPO_OUTPUT) $(ARGS)
 
 eval: install ## Evaluate the demo checkpoints on the synthetic test split and compare them
 	@$(MAKE) --no-print-directory eval-sft eval-grpo
@@ -140,16 +147,16 @@ eval-grpo:
 eval-compare:
 	$(BIN)/alphadrive-eval compare $(EVAL_DIR)/sft $(EVAL_DIR)/grpo --names SFT SFT+GRPO
 
-# The warm-up's evaluation runs on the second core while GRPO trains on the first; its log goes to a file so that
-# GRPO's progress bar stays readable.
+# The warm-up's evaluation runs on the second core beside the GRPO checkpoint's; its log goes to a file so that the
+# other progress bar stays readable.
 eval-sft-beside:
-	@mkdir -p $(EVAL_DIR) && echo "Evaluating the SFT warm-up beside GRPO (log: $(EVAL_DIR)/sft.log)"
+	@mkdir -p $(EVAL_DIR) && echo "Evaluating the SFT warm-up on the other core (log: $(EVAL_DIR)/sft.log)"
 	($(call evaluate,$(SFT_OUTPUT),$(EVAL_DIR)/sft,$(EVAL_FLAGS))) > $(EVAL_DIR)/sft.log 2>&1 || { cat $(EVAL_DIR)/sft.log; exit 1; }
 
 demo: install ## data -> tiny SFT -> GRPO -> eval on CPU (2 cores), then print the headline numbers
-	@$(MAKE) --no-print-directory pipeline-sft
-	@$(MAKE) --no-print-directory -j2 pipeline-grpo eval-sft-beside
-	@$(MAKE) --no-print-directory eval-grpo eval-compare
+	@$(MAKE) --no-print-directory pipeline
+	@$(MAKE) --no-print-directory -j$(CPU_PROCESSES) eval-grpo eval-sft-beside
+	@$(MAKE) --no-print-directory eval-compare
 	@echo "Report: $(EVAL_DIR)/grpo/report.md (SFT: $(EVAL_DIR)/sft/report.md)"
 
 data-if-missing:

@@ -63,6 +63,15 @@ def _recipe_value(recipe: str, key: str):
         return yaml.safe_load(f)[key]
 
 
+# The demo recipes' batch sizes are per CPU rank (`make` launches DEMO_RANKS torchrun ranks). The study runs each job
+# in one process, two jobs side by side, so a job takes all ranks' batch at once: the same optimizer step.
+DEMO_RANKS = 2
+
+
+def _one_process_batch(recipe: str) -> list[str]:
+    return ["--per_device_train_batch_size", str(DEMO_RANKS * _recipe_value(recipe, "per_device_train_batch_size"))]
+
+
 # The study's defaults are the demo's: read from its recipes, so the two never drift apart.
 DEMO_SFT_EPOCHS = _recipe_value(SFT_RECIPE, "num_train_epochs")
 DEMO_GRPO_STEPS = _recipe_value(GRPO_RECIPE, "max_steps")
@@ -221,7 +230,7 @@ class Study:
         out = self.model_dir(name, seed)
         cmd = [PY, "-m", "alphadrive_trl.sft", "--config", recipe, "--model_name_or_path", str(model),
                "--dataset_name", str(self.data_dir(seed)), "--output_dir", str(out), "--seed", str(seed),
-               "--eval_generation_steps", "0", *extra]  # fmt: skip
+               "--eval_generation_steps", "0", *_one_process_batch(recipe), *extra]  # fmt: skip
         self.run(f"seed{seed}-{name}", cmd, out / "alphadrive_config.json")
         return out
 
@@ -231,7 +240,8 @@ class Study:
         out = self.model_dir(name, seed)
         cmd = [PY, "-m", "alphadrive_trl.grpo", "--config", recipe, "--model_name_or_path", str(model),
                "--dataset_name", str(self.data_dir(seed)), "--output_dir", str(out), "--seed", str(seed),
-               "--max_steps", str(steps or self.args.grpo_steps), "--save_strategy", "no", *extra]  # fmt: skip
+               "--max_steps", str(steps or self.args.grpo_steps), "--save_strategy", "no", *_one_process_batch(recipe),
+               *extra]  # fmt: skip
         self.run(f"seed{seed}-{name}", cmd, out / "alphadrive_config.json")
         return out
 

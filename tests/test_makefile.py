@@ -45,18 +45,30 @@ def test_demo_defaults_and_base_model_target():
     assert "--output_dir outputs/tiny-qwen2_5_vl-base" in base
 
 
-def test_demo_evaluates_the_warm_up_beside_grpo():
+def test_demo_trains_on_two_cpu_ranks_then_evaluates_both_checkpoints_side_by_side():
     commands = dry_run("demo", "OUTPUT_DIR=/tmp/run3").splitlines()
-    parallel = next(i for i, line in enumerate(commands) if "-j2 pipeline-grpo eval-sft-beside" in line)
+    sft = next(i for i, line in enumerate(commands) if "--output_dir /tmp/run3/sft" in line)
     grpo = next(i for i, line in enumerate(commands) if "alphadrive_trl.grpo" in line)
+    parallel = next(i for i, line in enumerate(commands) if "-j2 eval-grpo eval-sft-beside" in line)
     sft_eval = next(i for i, line in enumerate(commands) if "generate --model /tmp/run3/sft" in line)
     grpo_eval = next(i for i, line in enumerate(commands) if "generate --model /tmp/run3/grpo" in line)
-    sft = next(i for i, line in enumerate(commands) if "--output_dir /tmp/run3/sft" in line)
-    # SFT first, then GRPO and the warm-up's evaluation side by side, then the GRPO checkpoint's evaluation.
-    assert sft < parallel
-    assert parallel < grpo < grpo_eval and parallel < sft_eval < grpo_eval
+    # SFT, then GRPO, each on 2 torchrun ranks; then the two evaluations side by side (one core each).
+    assert sft < grpo < parallel < grpo_eval and parallel < sft_eval
+    for line in (commands[sft], commands[grpo]):
+        assert line.startswith(".venv/bin/torchrun --standalone --nproc_per_node 2 -m alphadrive_trl.")
+        assert "--gradient_accumulation_steps" not in line
     assert "> /tmp/run3/eval/sft.log" in commands[sft_eval]
     assert "compare /tmp/run3/eval/sft /tmp/run3/eval/grpo" in commands[-2]
+
+
+def test_one_cpu_process_accumulates_the_second_rank_batch():
+    # The demo recipes' batches are per rank (2 ranks); one process accumulates two batches for the same step.
+    for target, module in (("pipeline-sft", "alphadrive_trl.sft"), ("pipeline-grpo", "alphadrive_trl.grpo")):
+        line = next(c for c in dry_run(target, "CPU_PROCESSES=1").splitlines() if "config_demo.yaml" in c)
+        assert line.startswith(f".venv/bin/python -m {module}") and "--gradient_accumulation_steps 2" in line
+    # A recipe of the user's own runs as written, in one process or through ACCELERATE_CONFIG.
+    line = dry_run("grpo", "RECIPE=recipes/Qwen2-VL-2B-Instruct/grpo/config_alphadrive.yaml").splitlines()[-1]
+    assert line.startswith(".venv/bin/python -m alphadrive_trl.grpo") and "--gradient_accumulation_steps" not in line
 
 
 def test_sim_demo_trains_on_rollout_seeds_and_drives_on_others():

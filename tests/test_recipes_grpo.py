@@ -136,6 +136,15 @@ def test_demo_recipe_runs_on_cpu_from_the_tiny_sft_output():
     assert reasoning_args.max_steps == args.max_steps  # the study compares the two arms at the same budget
 
 
+def test_demo_recipes_hold_two_scenes_per_step_on_two_cpu_ranks(monkeypatch):
+    # `make` launches the demo on 2 torchrun ranks: 8 completions per rank = one group of 8 per rank, 2 scenes a step.
+    monkeypatch.setattr(DrivingGRPOConfig, "world_size", property(lambda self: 2))
+    for name in ("config_demo.yaml", "config_demo_safety.yaml", "config_demo_reasoning.yaml"):
+        _, args, _ = parse(TINY / name)
+        assert (args.per_device_train_batch_size, args.num_generations) == (8, 8), name
+        assert args.generation_batch_size == 16 and args.steps_per_generation == 1, name
+
+
 def test_safety_recipe_is_the_demo_recipe_plus_the_safety_reward():
     _, demo, _ = parse(TINY / "config_demo.yaml")
     _, safe, _ = parse(TINY / "config_demo_safety.yaml")

@@ -63,3 +63,17 @@ def test_task_graph_stops_on_failure_and_on_missing_dependencies():
     assert ran == []
     with pytest.raises(RuntimeError, match="Unsatisfiable task dependencies: {'grpo': \\['nope'\\]}"):
         reproduce.run_task_graph({"grpo": (["nope"], lambda: None)}, jobs=2)
+
+
+def test_study_jobs_take_the_whole_demo_step_in_one_process(tmp_path, monkeypatch):
+    # The demo recipes' batches are per CPU rank (`make` runs 2 ranks); each study job runs in one process, so it
+    # passes both ranks' batch: 16 scenes an SFT step, 2 scenes x 8 generations a GRPO step, as in the demo.
+    study = reproduce.Study(reproduce.parse_args(["--work-dir", str(tmp_path), "--results-dir", str(tmp_path)]))
+    commands = []
+    monkeypatch.setattr(study, "run", lambda name, cmd, marker: commands.append(cmd))
+    study.sft("sft20", 0, tmp_path / "base", ["--stage", "sft"])
+    study.grpo("sft20_grpo", 0, tmp_path / "sft20", ["--stage", "grpo"])
+    study.grpo("sft20_reasoning_grpo", 0, tmp_path / "r", [], recipe=reproduce.REASONING_GRPO_RECIPE)
+    for cmd in commands:
+        flags = dict(zip(cmd[3::2], cmd[4::2]))
+        assert flags["--per_device_train_batch_size"] == "16", cmd
