@@ -19,6 +19,8 @@ its own seed. Settings (answer-only targets and completions, `prompt_template: a
 - `sft20_reasoning`, `sft20_reasoning_grpo`: the same two stages with `<think>` reasoning targets and completions
   (`prompt_template: default`, the four-reward set with format, 128 new tokens): the paper's reasoning claim.
 - optional (`--with-grpo-only`, `--with-ablation`, first seed): GRPO from the base model alone; the reward ablation.
+- optional (`--with-safety`, every seed): `sft20_grpo_safety`, the demo GRPO plus the `safety` reward
+  (`grpo/config_demo_safety.yaml`), from the same warm-up.
 
 Independent trainings run `--jobs` at a time (default 2, one core each), scheduled as a task graph.
 
@@ -55,6 +57,7 @@ SFT_RECIPE = "recipes/tiny-qwen2.5-vl/sft/config_demo.yaml"
 GRPO_RECIPE = "recipes/tiny-qwen2.5-vl/grpo/config_demo.yaml"
 REASONING_SFT_RECIPE = "recipes/tiny-qwen2.5-vl/sft/config_demo_reasoning.yaml"
 REASONING_GRPO_RECIPE = "recipes/tiny-qwen2.5-vl/grpo/config_demo_reasoning.yaml"
+SAFETY_GRPO_RECIPE = "recipes/tiny-qwen2.5-vl/grpo/config_demo_safety.yaml"
 BASE_RECIPE = "recipes/tiny-qwen2.5-vl/pretrain/config_perception.yaml"
 
 
@@ -284,6 +287,8 @@ class Study:
             if a.sft_long_epochs and seed in (a.long_seeds or a.seeds):
                 long = ["--stage", "null", "--num_train_epochs", str(a.sft_long_epochs)]
                 tasks[f"{seed}/sft_all_long"] = ([], partial(self.sft, "sft_all_long", seed, start, long))
+            if a.with_safety:  # the demo GRPO plus the `safety` reward, from the same warm-up
+                tasks[f"{seed}/sft20_grpo_safety"] = ([f"{seed}/sft20"], partial(self.grpo, "sft20_grpo_safety", seed, sft20, ["--stage", "grpo"], None, SAFETY_GRPO_RECIPE))  # fmt: skip
             if seed == a.seeds[0] and a.with_grpo_only:  # one seed: it is the paper's weakest setting
                 tasks[f"{seed}/grpo_only"] = ([], partial(self.grpo, "grpo_only", seed, start, ["--stage", "null"]))
             if seed == a.seeds[0] and a.with_ablation:
@@ -322,8 +327,8 @@ class Study:
             walls = []
             for seed in metrics[name]:
                 parts = [f"seed{seed}-{name}"]
-                if name.endswith("_grpo") or name.startswith("ablation"):
-                    parts.append(f"seed{seed}-{name.removesuffix('_grpo') if name.endswith('_grpo') else 'sft20'}")
+                if "_grpo" in name or name.startswith("ablation"):  # + the warm-up it started from
+                    parts.append(f"seed{seed}-{name.split('_grpo')[0] if '_grpo' in name else 'sft20'}")
                 walls.append(sum(timings.get(p, 0.0) for p in parts))
             return f"{statistics.fmean(walls):.0f}" if walls else "–"
 
@@ -332,6 +337,7 @@ class Study:
             for n in [
                 "sft20",
                 "sft20_grpo",
+                "sft20_grpo_safety",
                 "sft_all",
                 "sft_all_long",
                 "sft20_reasoning",
@@ -376,6 +382,12 @@ class Study:
                 ("SFT 20 % → GRPO 80 % minus its own warm-up (what GRPO adds)", "sft20_grpo", "sft20"),
                 ("SFT 20 % → GRPO 80 % minus SFT-all with the same sample passes", "sft20_grpo", "sft_all"),
                 ("SFT 20 % → GRPO 80 % minus SFT-all trained as long (same wall time)", "sft20_grpo", "sft_all_long"),
+                ("safety recipe: SFT 20 % → GRPO + `safety` minus its own warm-up", "sft20_grpo_safety", "sft20"),
+                (
+                    "safety recipe minus the demo GRPO (what the `safety` reward changes)",
+                    "sft20_grpo_safety",
+                    "sft20_grpo",
+                ),
                 ("reasoning: SFT 20 % → GRPO minus its own warm-up", "sft20_reasoning_grpo", "sft20_reasoning"),
                 (
                     "SFT → GRPO with reasoning minus answer-only (the paper's reasoning claim)",
@@ -501,6 +513,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--skip-reasoning", action="store_true", help="Skip the reasoning arm.")
     p.add_argument("--with-grpo-only", action="store_true", help="Add GRPO from the start model (first seed).")
     p.add_argument("--with-ablation", action="store_true", help="Add the reward ablation (first seed).")
+    p.add_argument(
+        "--with-safety", action="store_true", help="Add GRPO with grpo/config_demo_safety.yaml (all seeds)."
+    )
     p.add_argument("--jobs", type=int, default=2, help="Trainings/evaluations run at once (one core each).")
     p.add_argument("--work-dir", default="outputs/reproduce")
     p.add_argument("--results-dir", default="benchmarks/results")

@@ -74,6 +74,7 @@ def test_study_jobs_take_the_whole_demo_step_in_one_process(tmp_path, monkeypatc
     study.sft("sft20", 0, tmp_path / "base", ["--stage", "sft"])
     study.grpo("sft20_grpo", 0, tmp_path / "sft20", ["--stage", "grpo"])
     study.grpo("sft20_reasoning_grpo", 0, tmp_path / "r", [], recipe=reproduce.REASONING_GRPO_RECIPE)
+    study.grpo("sft20_grpo_safety", 0, tmp_path / "sft20", [], recipe=reproduce.SAFETY_GRPO_RECIPE)
     for cmd in commands:
         flags = dict(zip(cmd[3::2], cmd[4::2]))
         assert flags["--per_device_train_batch_size"] == "16", cmd
