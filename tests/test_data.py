@@ -15,6 +15,7 @@ from alphadrive_trl.data import (
     DrivingDataError,
     apply_image_budget,
     load_driving_dataset,
+    repeat_action_rows,
     select_image_roles,
     select_images,
     split_for_stages,
@@ -199,6 +200,45 @@ def test_split_for_stages_is_disjoint_and_deterministic():
         split_for_stages(dataset, 1.0)
     with pytest.raises(DrivingDataError, match="cannot be split"):
         split_for_stages(dataset.select([0]), 0.2)
+
+
+def test_repeat_action_rows_repeats_rare_classes_in_place():
+    rows = Dataset.from_dict(
+        {
+            "sample_id": ["a", "b", "c", "d"],
+            "speed_action": ["KEEP", "DECELERATE", "STOP", "DECELERATE"],
+            "path_action": ["STRAIGHT", "STRAIGHT", "LEFT_CHANGE", "RIGHT_CHANGE"],
+        }
+    )
+    # A row matching two entries repeats the larger count (d: DECELERATE 3 vs RIGHT_CHANGE 2), not their product.
+    repeated = repeat_action_rows(rows, {"DECELERATE": 3, "LEFT_CHANGE": 2, "RIGHT_CHANGE": 2})
+    assert repeated["sample_id"] == ["a", "b", "b", "b", "c", "c", "d", "d", "d"]
+    assert repeat_action_rows(rows, None) is rows and repeat_action_rows(rows, {}) is rows
+    with pytest.raises(ValueError, match="unknown action 'SLOW'; valid: KEEP, ACCELERATE"):
+        repeat_action_rows(rows, {"SLOW": 2})
+    with pytest.raises(ValueError, match="DECELERATE must repeat a whole number of times >= 1, got 0"):
+        repeat_action_rows(rows, {"DECELERATE": 0})
+
+
+def test_repeat_actions_apply_to_this_stage_only(synthetic_dir):
+    import logging
+
+    from alphadrive_trl.configs import DrivingScriptArguments
+    from alphadrive_trl.entrypoint import load_stage_splits
+
+    def train_rows(stage, repeat=None):
+        args = DrivingScriptArguments(dataset_name=str(synthetic_dir), stage=stage, repeat_actions=repeat)
+        return load_stage_splits(args, False, "", logging.getLogger("test"))[0]
+
+    sft_plain, grpo_plain = train_rows("sft"), train_rows("grpo")
+    sft = train_rows("sft", '{"KEEP": 2}')  # a JSON string, as on the command line
+    keep = sum(action == "KEEP" for action in sft_plain["speed_action"])
+    assert keep > 0 and len(sft) == len(sft_plain) + keep
+    # The copies come from the SFT part only: the GRPO part never sees one of its rows.
+    assert set(sft["sample_id"]) == set(sft_plain["sample_id"])
+    assert set(sft["sample_id"]).isdisjoint(grpo_plain["sample_id"])
+    with pytest.raises(ValueError, match="must be a dict or a JSON object string"):
+        DrivingScriptArguments(dataset_name="x", repeat_actions="{DECELERATE: 3")
 
 
 def test_select_images_front_first_in_role_order():

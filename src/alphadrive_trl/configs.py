@@ -82,6 +82,15 @@ class DrivingScriptArguments(ScriptArguments):
     split_seed: int = field(
         default=42, metadata={"help": "Seed of the SFT/GRPO split; both stages must use the same value."}
     )
+    repeat_actions: dict[str, int] | str | None = field(
+        default=None,
+        metadata={
+            "help": "Show the train rows of rare classes more often: {action: times} (dict or JSON string), e.g. "
+            '{"DECELERATE": 3} repeats every row whose speed or path action is DECELERATE 3 times in this stage\'s '
+            "part of the train split (after the stage split, so the other stage never sees the copies). None "
+            "repeats nothing."
+        },
+    )
     max_train_samples: int | None = field(
         default=None, metadata={"help": "Truncate the training data (after the stage split); for quick runs."}
     )
@@ -100,6 +109,15 @@ class DrivingScriptArguments(ScriptArguments):
             raise ValueError(f"`stage` must be 'sft', 'grpo' or null, got {self.stage!r}.")
         if not 0.0 < self.sft_fraction < 1.0:
             raise ValueError(f"`sft_fraction` must be strictly between 0 and 1, got {self.sft_fraction}.")
+        if isinstance(self.repeat_actions, str):
+            try:
+                self.repeat_actions = json.loads(self.repeat_actions)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"`repeat_actions` must be a dict or a JSON object string, got {err.doc!r}.") from err
+        if self.repeat_actions is not None:
+            from .data import check_repeat_actions
+
+            check_repeat_actions(self.repeat_actions)
         for name in ("min_pixels", "max_pixels", "max_image_tokens", "max_images"):
             value = getattr(self, name)
             if value is not None and value <= 0:

@@ -407,6 +407,39 @@ def split_for_stages(
     return dataset.select(np.sort(order[:sft_size])), dataset.select(np.sort(order[sft_size:]))
 
 
+def check_repeat_actions(repeat: Mapping[str, Any]) -> None:
+    """Fail clearly on a `repeat_actions` mapping that names no meta-action or repeats a class less than once."""
+    if not isinstance(repeat, Mapping):
+        raise ValueError(f"`repeat_actions` must map actions to counts, got {repeat!r}.")
+    for action, times in repeat.items():
+        if action not in SPEED_ACTIONS and action not in PATH_ACTIONS:
+            valid = ", ".join((*SPEED_ACTIONS, *PATH_ACTIONS))
+            raise ValueError(f"`repeat_actions`: unknown action {action!r}; valid: {valid}.")
+        if isinstance(times, bool) or not isinstance(times, int) or times < 1:
+            raise ValueError(f"`repeat_actions`: {action} must repeat a whole number of times >= 1, got {times!r}.")
+
+
+def repeat_action_rows(dataset: Dataset, repeat: Mapping[str, int] | None) -> Dataset:
+    """Repeat the rows whose speed or path action is in `repeat` that many times (the larger count when both are),
+    each copy next to its original; other rows appear once. Rebalances rare classes of a warm-up without new data.
+
+    Example:
+        >>> from datasets import Dataset
+        >>> rows = Dataset.from_dict({"speed_action": ["KEEP", "DECELERATE", "STOP"],
+        ...                           "path_action": ["STRAIGHT", "STRAIGHT", "LEFT_CHANGE"]})
+        >>> repeat_action_rows(rows, {"DECELERATE": 3, "LEFT_CHANGE": 2})["speed_action"]
+        ['KEEP', 'DECELERATE', 'DECELERATE', 'DECELERATE', 'STOP', 'STOP']
+    """
+    if not repeat:
+        return dataset
+    check_repeat_actions(repeat)
+    labels = dataset.select_columns(["speed_action", "path_action"])  # no image is decoded
+    indices = []
+    for i, (speed, path) in enumerate(zip(labels["speed_action"], labels["path_action"])):
+        indices.extend([i] * max(repeat.get(speed, 1), repeat.get(path, 1)))
+    return dataset.select(indices)
+
+
 def image_order(row: Mapping[str, Any], max_images: int | None = None) -> list[int]:
     """Indices of the images to use: `front` first, then the others in `image_roles` order, at most `max_images`."""
     roles = list(row.get("image_roles") or [])

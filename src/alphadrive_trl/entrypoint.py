@@ -123,7 +123,7 @@ def load_stage_splits(
     recipes, so the stages never share a row) and to `max_train_samples`; with `wants_eval`, the test split cut to
     `max_eval_samples`. A missing split fails with the splits the dataset has (`eval_hint`: how to turn evaluation
     off in this stage's recipe)."""
-    from .data import load_driving_dataset, split_for_stages
+    from .data import load_driving_dataset, repeat_action_rows, split_for_stages
 
     dataset = load_driving_dataset(script_args.dataset_name, validate=script_args.validate_dataset)
     if script_args.dataset_train_split not in dataset:
@@ -136,6 +136,10 @@ def load_stage_splits(
         sft_part, grpo_part = split_for_stages(train, script_args.sft_fraction, seed=script_args.split_seed)
         train = sft_part if script_args.stage == "sft" else grpo_part
         logger.info(f"Stage {script_args.stage}: {len(train)} of {len(sft_part) + len(grpo_part)} train rows.")
+    if script_args.repeat_actions:
+        rows = len(train)
+        train = repeat_action_rows(train, script_args.repeat_actions)
+        logger.info(f"repeat_actions {script_args.repeat_actions}: {rows} train rows -> {len(train)}.")
     if script_args.max_train_samples is not None:
         train = train.select(range(min(script_args.max_train_samples, len(train))))
 
