@@ -147,8 +147,8 @@ def test_accelerate_configs(name):
 
 def test_sim_warm_up_repeats_the_rare_slow_down_label():
     # The expert slows down in 13 % of the highway-env rollouts; without repeating those rows the warm-up never
-    # answered DECELERATE and drove like `keep` (benchmarks/results/sim_demo.md, section 8). GRPO samples the rest as is.
+    # answered DECELERATE, and GRPO on unrepeated rows drove it back to 0 (benchmarks/results/sim_demo.md, section 8).
     script_args, _, _ = parse(RECIPES / "tiny-qwen2.5-vl" / "sft" / "config_sim_demo.yaml")
     assert script_args.repeat_actions == {"DECELERATE": 3} and script_args.stage == "sft"
     grpo = yaml.safe_load((RECIPES / "tiny-qwen2.5-vl" / "grpo" / "config_sim_demo.yaml").read_text())
-    assert "repeat_actions" not in grpo
+    assert grpo["repeat_actions"] == {"DECELERATE": 3} and grpo["stage"] == "grpo"
