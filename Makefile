@@ -62,6 +62,9 @@ LAUNCH = $(if $(ACCELERATE_CONFIG),$(BIN)/accelerate launch --config_file $(ACCE
 # The demo recipes: several CPU ranks through torchrun (`accelerate launch --cpu` ran one rank only: STACK-NOTES).
 DEMO_LAUNCH = $(if $(ACCELERATE_CONFIG)$(filter 1,$(CPU_PROCESSES)),$(LAUNCH),$(BIN)/torchrun --standalone --nproc_per_node $(CPU_PROCESSES) -m)
 DEMO_BATCH_FLAGS = $(if $(filter 1,$(CPU_PROCESSES)),--gradient_accumulation_steps 2,)
+# `make sft` / `make grpo`: a RECIPE of the user's own runs as written; without one, the demo recipes run as above.
+TRAIN_LAUNCH = $(if $(RECIPE),$(LAUNCH),$(DEMO_LAUNCH))
+TRAIN_BATCH_FLAGS = $(if $(RECIPE),,$(DEMO_BATCH_FLAGS))
 
 export HF_HUB_OFFLINE ?= 1
 # One OpenMP thread per process: on these small CPU runs two threads were measured 13-16x *slower* (thread
@@ -113,11 +116,11 @@ base-model: install tiny-model ## Perception pre-training of the tiny model on s
 
 sft: install ## SFT warm-up (RECIPE, ACCELERATE_CONFIG, NUM_PROCESSES, OUTPUT_DIR)
 	$(if $(RECIPE),,@$(MAKE) --no-print-directory data-if-missing base-model)
-	$(if $(RECIPE),$(LAUNCH),$(DEMO_LAUNCH)) alphadrive_trl.sft --config $(SFT_CONFIG) $(DEMO_FLAGS) $(if $(RECIPE),,$(DEMO_BATCH_FLAGS) --model_name_or_path $(BASE_MODEL)) $(OUT_FLAG) $(ARGS)
+	$(TRAIN_LAUNCH) alphadrive_trl.sft --config $(SFT_CONFIG) $(DEMO_FLAGS) $(TRAIN_BATCH_FLAGS) $(if $(RECIPE),,--model_name_or_path $(BASE_MODEL)) $(OUT_FLAG) $(ARGS)
 
 grpo: install ## GRPO from the SFT checkpoint (RECIPE, ACCELERATE_CONFIG, NUM_PROCESSES, OUTPUT_DIR)
 	$(if $(RECIPE),,@$(MAKE) --no-print-directory data-if-missing)
-	$(if $(RECIPE),$(LAUNCH),$(DEMO_LAUNCH)) alphadrive_trl.grpo --config $(GRPO_CONFIG) $(DEMO_FLAGS) $(if $(RECIPE),,$(DEMO_BATCH_FLAGS)) $(OUT_FLAG) $(ARGS)
+	$(TRAIN_LAUNCH) alphadrive_trl.grpo --config $(GRPO_CONFIG) $(DEMO_FLAGS) $(TRAIN_BATCH_FLAGS) $(OUT_FLAG) $(ARGS)
 
 pipeline: install ## SFT on 20% of the data from the base model, then GRPO on the rest (SFT_RECIPE, GRPO_RECIPE, OUTPUT_DIR)
 	@$(MAKE) --no-print-directory pipeline-sft

@@ -25,6 +25,16 @@ def _one_of(values: tuple[str, ...]) -> str:
     return f"{', '.join(quoted[:-1])} or {quoted[-1]}" if len(quoted) > 1 else quoted[0]
 
 
+def _dict_from_json(name: str, value: Any) -> Any:
+    """A dict-valued option as a dict: recipes give a mapping, the command line a JSON object string."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"`{name}` must be a dict or a JSON object string, got {value!r}.") from err
+
+
 @dataclass
 class DrivingScriptArguments(ScriptArguments):
     """Which driving data to train on and how a row becomes a prompt.
@@ -109,11 +119,7 @@ class DrivingScriptArguments(ScriptArguments):
             raise ValueError(f"`stage` must be 'sft', 'grpo' or null, got {self.stage!r}.")
         if not 0.0 < self.sft_fraction < 1.0:
             raise ValueError(f"`sft_fraction` must be strictly between 0 and 1, got {self.sft_fraction}.")
-        if isinstance(self.repeat_actions, str):
-            try:
-                self.repeat_actions = json.loads(self.repeat_actions)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"`repeat_actions` must be a dict or a JSON object string, got {err.doc!r}.") from err
+        self.repeat_actions = _dict_from_json("repeat_actions", self.repeat_actions)
         if self.repeat_actions is not None:
             from .data import check_repeat_actions
 
@@ -226,12 +232,7 @@ class DrivingGRPOConfig(GRPOConfig):
         items = [self.reward_funcs] if isinstance(self.reward_funcs, str) else self.reward_funcs
         self.reward_funcs = [name.strip() for item in items for name in str(item).split(",") if name.strip()]
         for name in ("speed_action_weights", "path_action_weights"):
-            value = getattr(self, name)
-            if isinstance(value, str):
-                try:
-                    setattr(self, name, json.loads(value))
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"`{name}` must be a dict or a JSON object string, got {value!r}.") from err
+            setattr(self, name, _dict_from_json(name, getattr(self, name)))
         super().__post_init__()
 
     def reward_options(self) -> dict[str, Any]:
