@@ -265,6 +265,9 @@ class TinyModelSize:
     tokenizer_vocab_size: int = 1024
     max_position_embeddings: int = 4096
     tokenizer_layout: str = "single"  # `single`: tags and action words are one token each; `split`: SPLIT_PIECES
+    # 0 sizes the embedding to the tokenizer; a real model's size (151,936 for Qwen2-VL) keeps its embedding cost.
+    text_vocab_size: int = 0
+    tie_word_embeddings: bool = False
 
 
 PRESETS: dict[str, TinyModelSize] = {
@@ -281,6 +284,23 @@ PRESETS: dict[str, TinyModelSize] = {
         vision_intermediate_size=128,
         vision_depth=2,
         vision_num_heads=4,
+    ),
+    # Qwen2-VL-2B-Instruct's shape (2.21 B parameters) with random weights and the tiny tokenizer: GPU step time and
+    # memory of the real recipes without a download (`benchmarks/gpu_check.py`). `qwen2_vl` only.
+    "qwen2_vl_2b_shape": TinyModelSize(
+        hidden_size=1536,
+        intermediate_size=8960,
+        num_hidden_layers=28,
+        num_attention_heads=12,
+        num_key_value_heads=2,
+        head_dim=128,
+        vision_hidden_size=1280,
+        vision_intermediate_size=5120,
+        vision_depth=32,
+        vision_num_heads=16,
+        max_position_embeddings=32768,
+        text_vocab_size=151936,
+        tie_word_embeddings=True,
     ),
 }
 
@@ -387,7 +407,7 @@ def _mrope_section(arch: str, head_dim: int) -> list[int]:
 def _text_sizes(tokenizer, size: TinyModelSize) -> dict:
     """The language model's sizes, shared by every family's text config."""
     return {
-        "vocab_size": _round_up(len(tokenizer), 64),
+        "vocab_size": size.text_vocab_size or _round_up(len(tokenizer), 64),
         "hidden_size": size.hidden_size,
         "intermediate_size": size.intermediate_size,
         "num_hidden_layers": size.num_hidden_layers,
@@ -423,7 +443,12 @@ def build_config(arch: str, tokenizer: Qwen2Tokenizer, size: TinyModelSize):
             mlp_ratio=size.vision_intermediate_size // size.vision_hidden_size,
             patch_size=14,
         )
-        return Qwen2VLConfig(text_config={**text, "rope_parameters": rope}, vision_config=vision, **token_ids)
+        return Qwen2VLConfig(
+            text_config={**text, "rope_parameters": rope},
+            vision_config=vision,
+            tie_word_embeddings=size.tie_word_embeddings,
+            **token_ids,
+        )
     if arch == "qwen2_5_vl":
         if size.hidden_size != size.num_attention_heads * size.head_dim:
             raise ValueError("qwen2_5_vl derives head_dim from hidden_size / num_attention_heads; make them agree.")
@@ -630,7 +655,8 @@ def build_tiny_model(
             `AutoProcessor`, offline). None keeps them in memory only.
         seed: Weight initialisation seed; the same seed gives identical weights.
         preset: `tiny` (tests), `tiny_split` (tests, tags and action words in several tokens like the real Qwen
-            tokenizer) or `demo` (the CPU demo, learns the synthetic task).
+            tokenizer), `demo` (the CPU demo, learns the synthetic task) or `qwen2_vl_2b_shape` (Qwen2-VL-2B's
+            2.21 B-parameter shape, random weights, `qwen2_vl` only: GPU step time and memory without a download).
         **overrides: Any `TinyModelSize` field, e.g. `num_hidden_layers=1`.
 
     Returns:
@@ -640,6 +666,8 @@ def build_tiny_model(
         raise ValueError(f"Unknown arch {arch!r}; choose one of {', '.join(ALL_ARCHITECTURES)}.")
     if preset not in PRESETS:
         raise ValueError(f"Unknown preset {preset!r}; choose one of {', '.join(PRESETS)}.")
+    if preset == "qwen2_vl_2b_shape" and arch != "qwen2_vl":
+        raise ValueError(f"Preset 'qwen2_vl_2b_shape' is Qwen2-VL-2B's shape; build it with arch 'qwen2_vl', not {arch!r}.")
     valid = {f.name for f in fields(TinyModelSize)}
     unknown = sorted(set(overrides) - valid)
     if unknown:
