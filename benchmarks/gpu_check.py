@@ -133,7 +133,9 @@ def _grpo_side(trainer_class, argv: list[str]) -> dict:
     }
 
 
-def run_grpo_2b(work: Path, steps: int, preset: str, image_size: str, num_generations: int, max_completion: int):
+def run_grpo_2b(
+    work: Path, steps: int, repeats: int, preset: str, image_size: str, num_generations: int, max_completion: int
+):
     import torch
     from trl import GRPOTrainer
 
@@ -156,25 +158,49 @@ def run_grpo_2b(work: Path, steps: int, preset: str, image_size: str, num_genera
 
     on_gpu = torch.cuda.is_available()
     argv = [
-        "--config", str(GRPO_2B_RECIPE),
-        "--model_name_or_path", str(model_dir),
-        "--dataset_name", str(data_dir),
-        "--num_generations", str(num_generations),
-        "--per_device_train_batch_size", str(num_generations),
-        "--gradient_accumulation_steps", "1",
-        "--max_completion_length", str(max_completion),
-        "--max_steps", str(steps),
-        "--logging_steps", "1",
-        "--save_strategy", "no",
-        "--report_to", "none",
-        "--disable_tqdm", "true",
-        "--bf16", str(on_gpu).lower(),
-        "--use_cpu", str(not on_gpu).lower(),
+        "--config",
+        str(GRPO_2B_RECIPE),
+        "--model_name_or_path",
+        str(model_dir),
+        "--dataset_name",
+        str(data_dir),
+        "--num_generations",
+        str(num_generations),
+        "--per_device_train_batch_size",
+        str(num_generations),
+        "--gradient_accumulation_steps",
+        "1",
+        "--max_completion_length",
+        str(max_completion),
+        "--max_steps",
+        str(steps),
+        "--logging_steps",
+        "1",
+        "--save_strategy",
+        "no",
+        "--report_to",
+        "none",
+        "--disable_tqdm",
+        "true",
+        "--bf16",
+        str(on_gpu).lower(),
+        "--use_cpu",
+        str(not on_gpu).lower(),
     ]
-    sides = {}
-    for name, trainer_class in (("trl.GRPOTrainer", GRPOTrainer), ("DrivingGRPOTrainer", DrivingGRPOTrainer)):
-        sides[name] = _grpo_side(trainer_class, [*argv, "--output_dir", str(work / f"grpo-{name}")])
-    ours, base = sides["DrivingGRPOTrainer"], sides["trl.GRPOTrainer"]
+    # Alternate (baseline, ours, baseline, ours, ...) so that warm-up effects and drift hit both sides alike.
+    sides = {"trl.GRPOTrainer": [], "DrivingGRPOTrainer": []}
+    for repeat in range(repeats):
+        for name, trainer_class in (("trl.GRPOTrainer", GRPOTrainer), ("DrivingGRPOTrainer", DrivingGRPOTrainer)):
+            sides[name].append(_grpo_side(trainer_class, [*argv, "--output_dir", str(work / f"grpo-{name}-{repeat}")]))
+    ours, base = (
+        {
+            "step_s": [t for run in runs for t in run["step_s"]],
+            "completions_per_step": runs[0]["completions_per_step"],
+            "mean_completion_tokens": statistics.mean(run["mean_completion_tokens"] or 0 for run in runs),
+            "peak_gpu_gib": max((run["peak_gpu_gib"] or 0) for run in runs) or None,
+        }
+        for runs in (sides["DrivingGRPOTrainer"], sides["trl.GRPOTrainer"])
+    )
     ours_s, base_s = statistics.median(ours["step_s"]), statistics.median(base["step_s"])
     return {
         "name": "grpo_2b",
@@ -191,6 +217,8 @@ def run_grpo_2b(work: Path, steps: int, preset: str, image_size: str, num_genera
         "ours_peak_gpu_gib": ours["peak_gpu_gib"],
         "baseline_peak_gpu_gib": base["peak_gpu_gib"],
         "timed_steps_per_side": len(ours["step_s"]),
+        "ours_step_s": [round(t, 3) for t in ours["step_s"]],
+        "baseline_step_s": [round(t, 3) for t in base["step_s"]],
         "build_s": round(build_s, 1),
     }
 
@@ -217,37 +245,95 @@ def run_smoke(work: Path, sft_steps: int, grpo_steps: int, eval_samples: int) ->
     sft, grpo, evaluation, log = work / "demo-sft", work / "demo-grpo", work / "demo-eval", work / "smoke.log"
     times = {}
     start = time.perf_counter()
-    _build_data(data, 1000, "160x96")
+    _build_data(data, 5000, "160x96")  # the demo's data: 800 SFT scenes, 3,200 GRPO scenes
     if not (model / "config.json").exists():
         build_tiny_model("qwen2_5_vl", str(model), seed=0, preset="demo")
     times["data_and_model_s"] = round(time.perf_counter() - start, 1)
     py = [sys.executable, "-m"]
     times["sft_s"] = _timed(
-        [*py, "alphadrive_trl.sft", "--config", str(SFT_DEMO_RECIPE), "--dataset_name", str(data),
-         "--model_name_or_path", str(model), "--output_dir", str(sft), "--max_steps", str(sft_steps), *device_flags],
+        [
+            *py,
+            "alphadrive_trl.sft",
+            "--config",
+            str(SFT_DEMO_RECIPE),
+            "--dataset_name",
+            str(data),
+            "--model_name_or_path",
+            str(model),
+            "--output_dir",
+            str(sft),
+            *device_flags,
+            # one process takes both CPU ranks' batch, as the demo's step does
+            "--per_device_train_batch_size",
+            "16",
+            *(["--max_steps", str(sft_steps)] if sft_steps else []),
+        ],
         log,
     )
     times["grpo_s"] = _timed(
-        [*py, "alphadrive_trl.grpo", "--config", str(GRPO_DEMO_RECIPE), "--dataset_name", str(data),
-         "--model_name_or_path", str(sft), "--output_dir", str(grpo), "--max_steps", str(grpo_steps),
-         "--per_device_train_batch_size", "16", *device_flags],
+        [
+            *py,
+            "alphadrive_trl.grpo",
+            "--config",
+            str(GRPO_DEMO_RECIPE),
+            "--dataset_name",
+            str(data),
+            "--model_name_or_path",
+            str(sft),
+            "--output_dir",
+            str(grpo),
+            "--max_steps",
+            str(grpo_steps),
+            "--per_device_train_batch_size",
+            "16",
+            *device_flags,
+        ],
         log,
     )
     predictions = evaluation / "predictions.jsonl"
     times["eval_s"] = _timed(
-        [*py, "alphadrive_trl.evaluation", "generate", "--model", str(grpo), "--dataset", str(data), "--split", "test",
-         "--max-samples", str(eval_samples), "--num-samples", "4", "--batch-size", "64", "--max-new-tokens", "128",
-         "--output", str(predictions)],
+        [
+            *py,
+            "alphadrive_trl.evaluation",
+            "generate",
+            "--model",
+            str(grpo),
+            "--dataset",
+            str(data),
+            "--split",
+            "test",
+            "--max-samples",
+            str(eval_samples),
+            "--num-samples",
+            "4",
+            "--batch-size",
+            "64",
+            "--max-new-tokens",
+            "128",
+            "--output",
+            str(predictions),
+        ],
         log,
     )
-    _timed([*py, "alphadrive_trl.evaluation", "score", "--predictions", str(predictions), "--output-dir",
-            str(evaluation)], log)
+    _timed(
+        [
+            *py,
+            "alphadrive_trl.evaluation",
+            "score",
+            "--predictions",
+            str(predictions),
+            "--output-dir",
+            str(evaluation),
+        ],
+        log,
+    )
     metrics = json.loads((evaluation / "metrics.json").read_text())
     state = json.loads((grpo / "trainer_state.json").read_text()) if (grpo / "trainer_state.json").exists() else {}
     step_times = [e["step_time"] for e in state.get("log_history", []) if "step_time" in e]
     return {
         "name": "smoke",
-        "steps": f"SFT {sft_steps}, GRPO {grpo_steps} (16 completions a step), eval {eval_samples} test scenes",
+        "steps": f"SFT {sft_steps or 'recipe'} from the random init (no base model), GRPO {grpo_steps} "
+        f"(16 completions a step), eval {eval_samples} test scenes",
         **times,
         "grpo_median_step_s": round(statistics.median(step_times), 3) if step_times else None,
         "planning_accuracy": metrics["planning_accuracy"],
@@ -270,13 +356,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output-dir", default=str(REPO / "outputs/gpu-check"))
     parser.add_argument("--parts", default="grpo_2b,smoke", help="Comma-separated: grpo_2b, smoke.")
     parser.add_argument("--steps", type=int, default=4, help="GRPO steps per side of grpo_2b (the first is untimed).")
+    parser.add_argument("--repeats", type=int, default=2, help="Alternating runs per side of grpo_2b.")
     parser.add_argument("--preset", default="qwen2_vl_2b_shape", help="Model shape of grpo_2b (tests: tiny).")
     parser.add_argument("--image-size", default="896x448", help="Scene images of grpo_2b, WIDTHxHEIGHT.")
     parser.add_argument("--num-generations", type=int, default=8)
     parser.add_argument("--max-completion-length", type=int, default=256)
-    parser.add_argument("--smoke-sft-steps", type=int, default=60)
-    parser.add_argument("--smoke-grpo-steps", type=int, default=30)
-    parser.add_argument("--smoke-eval-samples", type=int, default=100)
+    parser.add_argument("--smoke-sft-steps", type=int, default=0, help="0: the SFT recipe as written (250 steps).")
+    parser.add_argument("--smoke-grpo-steps", type=int, default=100)
+    parser.add_argument("--smoke-eval-samples", type=int, default=200)
     parser.add_argument("--allow-cpu", action="store_true", help="Run without a GPU (tests, with tiny sizes).")
     args = parser.parse_args(argv)
 
@@ -293,8 +380,15 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         try:
             if part == "grpo_2b":
-                result = run_grpo_2b(out, args.steps, args.preset, args.image_size, args.num_generations,
-                                     args.max_completion_length)
+                result = run_grpo_2b(
+                    out,
+                    args.steps,
+                    args.repeats,
+                    args.preset,
+                    args.image_size,
+                    args.num_generations,
+                    args.max_completion_length,
+                )
             elif part == "smoke":
                 result = run_smoke(out, args.smoke_sft_steps, args.smoke_grpo_steps, args.smoke_eval_samples)
             else:
