@@ -73,7 +73,7 @@ export OMP_NUM_THREADS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export PYTHONWARNINGS ?= ignore
 
-.PHONY: help install test test-fast quality style data tiny-model base-model sft grpo pipeline pipeline-sft pipeline-grpo eval eval-sft eval-grpo eval-compare eval-sft-beside demo bench reproduce closed-loop sim-demo clean
+.PHONY: help install test test-fast quality style data tiny-model base-model sft grpo pipeline pipeline-sft pipeline-grpo eval eval-sft eval-grpo eval-compare eval-sft-beside demo bench gpu-check reproduce closed-loop sim-demo clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
@@ -167,6 +167,9 @@ data-if-missing:
 
 bench: install ## Benchmarks vs vanilla TRL / naive code, one table of ratios
 	$(PY) benchmarks/run_all.py $(ARGS)
+
+gpu-check: install ## On a GPU: the 2B GRPO recipe's step time vs trl.GRPOTrainer, and the demo pipeline on CUDA
+	$(PY) benchmarks/gpu_check.py --output-dir outputs/gpu-check $(ARGS)
 
 reproduce: install ## The small-scale AlphaDrive reproduction study (3 seeds; about 100 min on 2 cores)
 	$(PY) benchmarks/reproduce.py $(ARGS)

@@ -137,3 +137,22 @@ def test_split_preset_cuts_tags_and_actions_like_the_real_qwen_tokenizer(split_m
     assert split.decode(split(text)["input_ids"]) == text
     with open(os.path.join(split_model_dir, "tiny_model.json")) as f:
         assert json.load(f)["tokenizer_layout"] == "split"
+
+
+def test_2b_shape_preset_has_qwen2_vl_2b_instruct_parameter_count():
+    """`qwen2_vl_2b_shape` is Qwen2-VL-2B-Instruct's architecture: the Hub checkpoint's 2,208,985,600 parameters
+    (tied embeddings), counted on the meta device without allocating them."""
+    from alphadrive_trl.tiny_models import PRESETS, build_config
+
+    size = PRESETS["qwen2_vl_2b_shape"]
+    config = build_config("qwen2_vl", build_tokenizer(size.tokenizer_vocab_size), size)
+    with torch.device("meta"):
+        model = AutoModelForImageTextToText.from_config(config)
+    assert sum(p.numel() for p in model.parameters()) == 2_208_985_600
+    assert model.lm_head.weight is model.model.language_model.embed_tokens.weight
+    assert config.text_config.vocab_size == 151936 and config.vision_config.depth == 32
+
+
+def test_2b_shape_preset_refuses_other_architectures():
+    with pytest.raises(ValueError, match="build it with arch 'qwen2_vl'"):
+        build_tiny_model("qwen2_5_vl", preset="qwen2_vl_2b_shape")

@@ -667,7 +667,9 @@ def build_tiny_model(
     if preset not in PRESETS:
         raise ValueError(f"Unknown preset {preset!r}; choose one of {', '.join(PRESETS)}.")
     if preset == "qwen2_vl_2b_shape" and arch != "qwen2_vl":
-        raise ValueError(f"Preset 'qwen2_vl_2b_shape' is Qwen2-VL-2B's shape; build it with arch 'qwen2_vl', not {arch!r}.")
+        raise ValueError(
+            f"Preset 'qwen2_vl_2b_shape' is Qwen2-VL-2B's shape; build it with arch 'qwen2_vl', not {arch!r}."
+        )
     valid = {f.name for f in fields(TinyModelSize)}
     unknown = sorted(set(overrides) - valid)
     if unknown:
