@@ -16,9 +16,16 @@ from alphadrive_trl.closed_loop import VLMPolicy, frame_roles
 from alphadrive_trl.configs import DrivingScriptArguments, save_driving_config
 from alphadrive_trl.evaluation.generate import _TransformersGenerator
 from alphadrive_trl.image_budget import apply_image_budget, image_tokens_per_image
-from alphadrive_trl.modeling import generation_example, generation_inputs, load_checkpoint
+from alphadrive_trl.modeling import (
+    VISION_MODULE_NAMES,
+    freeze_vision_modules,
+    generation_example,
+    generation_inputs,
+    load_checkpoint,
+)
 from alphadrive_trl.prompts import to_sft_example
 from alphadrive_trl.sft import DrivingSFTTrainer
+from alphadrive_trl.tiny_models import ALL_ARCHITECTURES, build_tiny_model
 
 
 class _RecordingGenerate:
@@ -124,3 +131,19 @@ def test_load_checkpoint_reads_the_saved_settings_and_budget(tiny_model_dir, tmp
     assert image_tokens_per_image(checkpoint.processor, 560, 560) > 4
     budget = load_checkpoint(str(model_dir), image_budget={"max_image_tokens": 4}, device="cpu")
     assert image_tokens_per_image(budget.processor, 560, 560) <= 4
+
+
+@pytest.mark.parametrize("arch", ALL_ARCHITECTURES)
+def test_freeze_vision_modules_freezes_exactly_the_vision_encoder(arch):
+    model, _ = build_tiny_model(arch, preset="tiny")
+    encoder = next(getattr(model.model, n) for n in VISION_MODULE_NAMES if hasattr(model.model, n))
+    encoder_params = {id(p) for p in encoder.parameters()}
+    assert freeze_vision_modules(model) == sum(p.numel() for p in encoder.parameters())
+    for parameter in model.parameters():
+        assert parameter.requires_grad is (id(parameter) not in encoder_params)
+    assert freeze_vision_modules(model) == 0  # already frozen: nothing more
+
+
+def test_freeze_vision_modules_names_the_model_without_one():
+    with pytest.raises(ValueError, match="Linear has no vision encoder under model.visual"):
+        freeze_vision_modules(torch.nn.Linear(2, 2))

@@ -172,6 +172,24 @@ def test_lora_run_trains_only_adapters(tiny_model_dir, tiny_dataset_dir, tmp_pat
 
 
 @pytest.mark.slow
+def test_frozen_vision_modules_keep_their_weights_and_the_rest_trains(tiny_model_dir, tiny_dataset_dir, tmp_path):
+    out = tmp_path / "frozen"
+    main(
+        sft_argv(
+            tiny_model_dir, tiny_dataset_dir, out,
+            "--max_steps", "4", "--save_strategy", "no", "--freeze_vision_modules", "true",
+        )
+    )  # fmt: skip
+    before, after = load_file(Path(tiny_model_dir) / "model.safetensors"), load_file(out / "model.safetensors")
+    # Saved in the Hub checkpoints' key layout: `visual.*` for the vision encoder, `model.layers.*` for the text model.
+    vision = [name for name in before if name.startswith("visual.")]
+    text = [name for name in before if name.startswith("model.layers.")]
+    assert vision and text
+    assert all(torch.equal(before[name], after[name]) for name in vision)
+    assert sum(not torch.equal(before[name], after[name]) for name in text) > len(text) // 2
+
+
+@pytest.mark.slow
 def test_qlora_run_on_a_4bit_base(tiny_model_dir, tiny_dataset_dir, tmp_path):
     argv = sft_argv(tiny_model_dir, tiny_dataset_dir, tmp_path / "qlora", "--max_steps", "3", "--save_strategy", "no")
     argv += [

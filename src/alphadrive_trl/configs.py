@@ -101,6 +101,14 @@ class DrivingScriptArguments(ScriptArguments):
             "repeats nothing."
         },
     )
+    freeze_vision_modules: bool = field(
+        default=False,
+        metadata={
+            "help": "Train without updating the vision encoder (Qwen-VL: `visual`, its patch merger included; other "
+            "families: the vision tower, their projector stays trainable). It still encodes every image; only its "
+            "gradients and optimizer state are skipped."
+        },
+    )
     max_train_samples: int | None = field(
         default=None, metadata={"help": "Truncate the training data (after the stage split); for quick runs."}
     )

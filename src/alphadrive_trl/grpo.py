@@ -35,7 +35,7 @@ from .entrypoint import (
     train_and_save,
 )
 from .image_budget import apply_image_budget
-from .modeling import SaveDrivingConfigCallback, load_model
+from .modeling import SaveDrivingConfigCallback, freeze_vision_modules, load_model
 from .prompts import completion_text, to_grpo_example
 from .rewards import format_reward, resolve_reward_funcs
 
@@ -289,6 +289,8 @@ def train_grpo(
     # Loaded like the SFT stage does (dtype, attention, 4-bit placement for QLoRA); TRL builds the KL reference from
     # the same path when beta > 0 without LoRA, and disables the adapter for it with LoRA.
     model = load_model(model_args, training_args)
+    if script_args.freeze_vision_modules:
+        logger.info(f"freeze_vision_modules: {freeze_vision_modules(model):,} vision parameters frozen.")
     apply_image_budget(processor, model=model)  # families whose model reads the budget too (LLaVA-OneVision)
 
     trainer = DrivingGRPOTrainer(

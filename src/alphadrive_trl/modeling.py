@@ -53,6 +53,30 @@ def load_model(model_args: ModelConfig, training_args: DrivingSFTConfig):
     return AutoModelForImageTextToText.from_pretrained(model_args.model_name_or_path, **model_kwargs)
 
 
+# Where each family keeps its vision encoder under `model.model` (transformers 5): Qwen-VL `visual`; LLaVA-OneVision,
+# Gemma 3 and InternVL `vision_tower`; SmolVLM / Idefics3 `vision_model`.
+VISION_MODULE_NAMES: tuple[str, ...] = ("visual", "vision_tower", "vision_model")
+
+
+def freeze_vision_modules(model) -> int:
+    """Stop gradients into `model`'s vision encoder (`freeze_vision_modules: true`); returns how many parameters were
+    frozen. The encoder still runs forward on every image. Raises when the model has no known vision encoder."""
+    inner = getattr(model, "model", model)
+    for name in VISION_MODULE_NAMES:
+        module = getattr(inner, name, None)
+        if isinstance(module, torch.nn.Module):
+            frozen = 0
+            for parameter in module.parameters():
+                if parameter.requires_grad:
+                    parameter.requires_grad_(False)
+                    frozen += parameter.numel()
+            return frozen
+    raise ValueError(
+        f"`freeze_vision_modules`: {type(model).__name__} has no vision encoder under "
+        f"{' / '.join('model.' + n for n in VISION_MODULE_NAMES)}; drop the option for this model."
+    )
+
+
 class SaveDrivingConfigCallback(TrainerCallback):
     """Write `alphadrive_config.json` (prompt template, image budget, starting model) into every checkpoint, next to
     the processor the Trainer saves there, so any checkpoint is evaluated with the prompts it was trained on.

@@ -37,7 +37,7 @@ from .entrypoint import (
     train_and_save,
 )
 from .image_budget import apply_image_budget
-from .modeling import SaveDrivingConfigCallback, generate_answers, load_model
+from .modeling import SaveDrivingConfigCallback, freeze_vision_modules, generate_answers, load_model
 from .prompts import to_sft_example
 
 logger = logging.getLogger(__name__)
@@ -250,6 +250,8 @@ def train_sft(
     )
     apply_image_budget(processor, **script_args.image_budget())
     model = load_model(model_args, training_args)
+    if script_args.freeze_vision_modules:
+        logger.info(f"freeze_vision_modules: {freeze_vision_modules(model):,} vision parameters frozen.")
     apply_image_budget(processor, model=model)  # families whose model reads the budget too (LLaVA-OneVision)
 
     trainer = DrivingSFTTrainer(
