@@ -37,11 +37,12 @@ EVAL_K ?= 4
 EVAL_FLAGS = --dataset $(DATA_DIR) --split test --max-samples $(EVAL_SAMPLES) --num-samples $(EVAL_K) --batch-size 32 --max-new-tokens 128
 ARGS ?=
 # `make sim-demo`: train and drive in highway-env. Rollout seeds (SIM_DATA_SEED + k) never meet the closed-loop seeds
-# (SIM_DRIVE_SEED + k); the open-loop test split holds episodes no training run saw.
+# (SIM_DRIVE_SEED + k); the open-loop test split holds episodes no training run saw. Rows carry the frame 0.5 s before
+# the decision too (--history-frames 1, motion cues), and the policies are driven with it: keep both flags in step.
 SIM_DIR ?= outputs/sim-demo
 SIM_EPISODES ?= 30
 SIM_DATA_SEED ?= 1000
-SIM_DATA_FLAGS ?= --stride 1
+SIM_DATA_FLAGS ?= --stride 1 --history-frames 1
 SIM_SFT_RECIPE ?= recipes/tiny-qwen2.5-vl/sft/config_sim_demo.yaml
 SIM_GRPO_RECIPE ?= recipes/tiny-qwen2.5-vl/grpo/config_sim_demo.yaml
 SIM_SFT_ARGS ?=
@@ -49,7 +50,7 @@ SIM_GRPO_ARGS ?=
 SIM_EVAL_FLAGS ?= --num-samples 4 --batch-size 32 --max-new-tokens 24
 SIM_DRIVE_EPISODES ?= 10
 SIM_DRIVE_SEED ?= 0
-SIM_DRIVE_FLAGS ?= --max-new-tokens 24
+SIM_DRIVE_FLAGS ?= --max-new-tokens 24 --history-frames 1
 
 # `make sft RECIPE=...` overrides the demo recipe; OUTPUT_DIR overrides the recipe's output_dir.
 SFT_CONFIG := $(if $(RECIPE),$(RECIPE),$(SFT_RECIPE))
