@@ -38,7 +38,8 @@ EVAL_FLAGS = --dataset $(DATA_DIR) --split test --max-samples $(EVAL_SAMPLES) --
 ARGS ?=
 # `make sim-demo`: train and drive in highway-env. Rollout seeds (SIM_DATA_SEED + k) never meet the closed-loop seeds
 # (SIM_DRIVE_SEED + k); the open-loop test split holds episodes no training run saw. Rows carry the frame 0.5 s before
-# the decision too (--history-frames 1, motion cues), and the policies are driven with it: keep both flags in step.
+# the decision too (--history-frames 1, motion cues); the sim recipes' `max_images: 2`, saved with each checkpoint,
+# makes the closed loop give the trained policies that earlier frame as well.
 SIM_DIR ?= outputs/sim-demo
 SIM_EPISODES ?= 30
 SIM_DATA_SEED ?= 1000
@@ -50,7 +51,7 @@ SIM_GRPO_ARGS ?=
 SIM_EVAL_FLAGS ?= --num-samples 4 --batch-size 32 --max-new-tokens 24
 SIM_DRIVE_EPISODES ?= 10
 SIM_DRIVE_SEED ?= 0
-SIM_DRIVE_FLAGS ?= --max-new-tokens 24 --history-frames 1
+SIM_DRIVE_FLAGS ?= --max-new-tokens 24
 
 # `make sft RECIPE=...` overrides the demo recipe; OUTPUT_DIR overrides the recipe's output_dir.
 SFT_CONFIG := $(if $(RECIPE),$(RECIPE),$(SFT_RECIPE))
