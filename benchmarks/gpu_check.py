@@ -88,41 +88,21 @@ def _step_timer():
 
 
 def _grpo_side(trainer_class, argv: list[str]) -> dict:
-    """One GRPO run of the 2B recipe with `trainer_class`, built as `alphadrive_trl.grpo.train_grpo` builds it."""
+    """One GRPO run of the 2B recipe through `alphadrive_trl.grpo.train_grpo`, with `trainer_class` as the trainer."""
     import torch
-    from transformers import AutoProcessor, PrinterCallback
-    from trl import get_peft_config
 
     from alphadrive_trl.entrypoint import parse_recipe
-    from alphadrive_trl.grpo import load_grpo_datasets, make_parser
-    from alphadrive_trl.image_budget import apply_image_budget
-    from alphadrive_trl.modeling import load_model
-    from alphadrive_trl.rewards import resolve_reward_funcs
+    from alphadrive_trl.grpo import make_parser, train_grpo
 
     script_args, training_args, model_args = parse_recipe(make_parser(), argv)
-    reward_funcs = resolve_reward_funcs(training_args.reward_funcs, **training_args.reward_options())
-    train_dataset, _ = load_grpo_datasets(script_args, training_args)
-    processor = AutoProcessor.from_pretrained(model_args.model_name_or_path, padding_side="left")
-    apply_image_budget(processor, **script_args.image_budget())
-    model = load_model(model_args, training_args)
     timer = _step_timer()
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    trainer = trainer_class(
-        model=model,
-        reward_funcs=reward_funcs,
-        args=training_args,
-        train_dataset=train_dataset,
-        processing_class=processor,
-        peft_config=get_peft_config(model_args),
-        callbacks=[timer],
-    )
-    trainer.remove_callback(PrinterCallback)
-    trainer.train()
+    trainer = train_grpo(script_args, training_args, model_args, callbacks=[timer], trainer_class=trainer_class)
     completions = training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps
     lengths = [e["completions/mean_length"] for e in trainer.state.log_history if "completions/mean_length" in e]
     peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
-    del trainer, model
+    del trainer
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return {

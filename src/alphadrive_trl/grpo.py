@@ -251,9 +251,12 @@ def train_grpo(
     training_args: DrivingGRPOConfig,
     model_args: ModelConfig,
     callbacks: list[TrainerCallback] | None = None,
-) -> DrivingGRPOTrainer:
+    trainer_class: type[GRPOTrainer] = DrivingGRPOTrainer,
+) -> GRPOTrainer:
     """Run GRPO as configured by the three argument dataclasses (what `main` does after parsing), with optional extra
-    trainer callbacks. Returns the trainer; its `state.log_history` holds every logged reward and driving metric."""
+    trainer callbacks. Returns the trainer; its `state.log_history` holds every logged reward and driving metric.
+    `trainer_class` swaps in a subclass of yours, or plain `trl.GRPOTrainer` for a baseline with the same model, data
+    and rewards (`benchmarks/gpu_check.py`)."""
     set_seed(training_args.seed)
     setup_logging(training_args, logger)
     logger.info(f"Model parameters {model_args}")
@@ -293,7 +296,7 @@ def train_grpo(
         logger.info(f"freeze_vision_modules: {freeze_vision_modules(model):,} vision parameters frozen.")
     apply_image_budget(processor, model=model)  # families whose model reads the budget too (LLaVA-OneVision)
 
-    trainer = DrivingGRPOTrainer(
+    trainer = trainer_class(
         model=model,
         reward_funcs=reward_funcs,
         args=training_args,
