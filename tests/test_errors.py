@@ -14,7 +14,7 @@ import pytest
 from datasets import Dataset, DatasetDict
 
 from alphadrive_trl import grpo, sft
-from alphadrive_trl.entrypoint import TRACEBACK_ENV, command, incomplete_reason, last_checkpoint
+from alphadrive_trl.entrypoint import TRACEBACK_ENV, command, end_run, incomplete_reason, last_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 SFT_RECIPE = REPO / "recipes" / "tiny-qwen2.5-vl" / "sft" / "config_demo.yaml"
@@ -237,3 +237,31 @@ def test_driving_config_is_written_before_the_trainer_saves(tmp_path):
     saved = json.loads((tmp_path / "checkpoint-3" / "alphadrive_config.json").read_text())
     assert saved["prompt_template"] == "trajectory" and saved["model_name_or_path"] == "base-model"
     assert incomplete_reason(str(tmp_path / "checkpoint-3")) == "no trainer_state.json"  # not complete until then
+
+
+def test_end_run_waits_for_every_rank_before_tearing_down():
+    """The process group is destroyed only after the barrier: a rank with nothing to save must not tear it down while
+    rank 0 still writes the weights (that aborted a 2-process CI run once)."""
+    calls = []
+
+    class Accelerator:
+        def wait_for_everyone(self):
+            calls.append("barrier")
+
+        def end_training(self):
+            calls.append("end_training")
+
+    class Trainer:
+        accelerator = Accelerator()
+
+        def end(self):
+            calls.append("end")
+
+    class OldTrainer:  # transformers < 5.18 has no Trainer.end
+        accelerator = Accelerator()
+
+    end_run(Trainer())
+    assert calls == ["barrier", "end"]
+    calls.clear()
+    end_run(OldTrainer())
+    assert calls == ["barrier", "end_training"]

@@ -277,3 +277,16 @@ def train_and_save(
     if training_args.push_to_hub:
         logger.info("Pushing to hub...")
         trainer.push_to_hub(dataset_name=script_args.dataset_name, tags=["alphadrive", "driving", stage])
+
+
+def end_run(trainer: Trainer) -> None:
+    """Finish the trackers and destroy the process group, once every rank is here.
+
+    Without the barrier, a rank that has nothing to save tears its gloo/NCCL group down while rank 0 still writes the
+    weights; in CI that once aborted rank 1 ("terminate called without an active exception") and failed the launch.
+    """
+    trainer.accelerator.wait_for_everyone()
+    if hasattr(trainer, "end"):  # transformers >= 5.18
+        trainer.end()
+    else:
+        trainer.accelerator.end_training()

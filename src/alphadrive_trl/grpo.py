@@ -28,6 +28,7 @@ from .data import DrivingDataError
 from .entrypoint import (
     check_model_path,
     command,
+    end_run,
     last_checkpoint,
     load_stage_splits,
     parse_recipe,
@@ -320,8 +321,7 @@ def main(argv: list[str] | None = None) -> None:
     """`alphadrive-grpo --config recipe.yaml [--flag value ...]`: CLI flags override the recipe."""
     script_args, training_args, model_args = parse_recipe(make_parser(), argv)
     trainer = train_grpo(script_args, training_args, model_args)
-    if hasattr(trainer, "end"):  # transformers >= 5.18: finish trackers, destroy the process group
-        trainer.end()
+    end_run(trainer)
 
 
 if __name__ == "__main__":
