@@ -75,7 +75,7 @@ export OMP_NUM_THREADS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export PYTHONWARNINGS ?= ignore
 
-.PHONY: help install test test-fast quality style data tiny-model base-model sft grpo pipeline pipeline-sft pipeline-grpo eval eval-sft eval-grpo eval-compare eval-sft-beside demo bench gpu-check reproduce closed-loop sim-demo clean
+.PHONY: help install test test-fast quality style data tiny-model base-model sft grpo pipeline pipeline-sft pipeline-grpo eval eval-sft eval-grpo eval-compare eval-curves eval-sft-beside demo bench gpu-check reproduce closed-loop sim-demo clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
@@ -152,6 +152,9 @@ eval-grpo:
 eval-compare:
 	$(BIN)/alphadrive-eval compare $(EVAL_DIR)/sft $(EVAL_DIR)/grpo --names SFT SFT+GRPO
 
+eval-curves: ## Plot the demo runs' training curves (SFT loss, GRPO reward, sampled accuracy, KL) into EVAL_DIR
+	$(BIN)/alphadrive-eval curves $(SFT_OUTPUT) $(GRPO_OUTPUT) --names SFT GRPO --output $(EVAL_DIR)/training_curves.png
+
 # The warm-up's evaluation runs on the second core beside the GRPO checkpoint's; its log goes to a file so that the
 # other progress bar stays readable.
 eval-sft-beside:
@@ -161,8 +164,8 @@ eval-sft-beside:
 demo: install ## data -> tiny SFT -> GRPO -> eval on CPU (2 cores), then print the headline numbers
 	@$(MAKE) --no-print-directory pipeline
 	@$(MAKE) --no-print-directory -j$(CPU_PROCESSES) eval-grpo eval-sft-beside
-	@$(MAKE) --no-print-directory eval-compare
-	@echo "Report: $(EVAL_DIR)/grpo/report.md (SFT: $(EVAL_DIR)/sft/report.md)"
+	@$(MAKE) --no-print-directory eval-compare eval-curves
+	@echo "Report: $(EVAL_DIR)/grpo/report.md (SFT: $(EVAL_DIR)/sft/report.md); training curves: $(EVAL_DIR)/training_curves.png"
 
 data-if-missing:
 	@test -f $(DATA_DIR)/dataset_dict.json || $(MAKE) --no-print-directory data
@@ -188,6 +191,7 @@ sim-demo: install ## Train and drive in highway-env: expert rollouts -> SFT -> G
 	$(call evaluate,$(SIM_DIR)/sft,$(SIM_DIR)/eval/sft,--dataset $(SIM_DIR)/data --split test $(SIM_EVAL_FLAGS))
 	$(call evaluate,$(SIM_DIR)/grpo,$(SIM_DIR)/eval/grpo,--dataset $(SIM_DIR)/data --split test $(SIM_EVAL_FLAGS))
 	$(PY) -m alphadrive_trl.evaluation compare $(SIM_DIR)/eval/sft $(SIM_DIR)/eval/grpo --names SFT SFT+GRPO --output $(SIM_DIR)/eval/comparison.md
+	$(PY) -m alphadrive_trl.evaluation curves $(SIM_DIR)/sft $(SIM_DIR)/grpo --names SFT GRPO --output $(SIM_DIR)/eval/training_curves.png
 	$(PY) -m alphadrive_trl.closed_loop compare --models expert keep random sft=$(SIM_DIR)/sft grpo=$(SIM_DIR)/grpo --episodes $(SIM_DRIVE_EPISODES) --seed $(SIM_DRIVE_SEED) --output-dir $(SIM_DIR)/closed-loop $(SIM_DRIVE_FLAGS)
 	@echo "Open loop: $(SIM_DIR)/eval/comparison.md; closed loop: $(SIM_DIR)/closed-loop/comparison.md"
 

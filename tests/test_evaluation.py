@@ -618,3 +618,71 @@ def test_a_failed_score_leaves_no_temporary_files(tmp_path):
     with pytest.raises(OSError):
         score_predictions(preds, out)
     assert os.listdir(out) == ["metrics.json"]
+
+
+def _trainer_state(directory, history):
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "trainer_state.json").write_text(json.dumps({"global_step": 4, "log_history": history}))
+    return directory
+
+
+SFT_HISTORY = [
+    {"step": 1, "loss": 7.9, "learning_rate": 1e-3},
+    {"step": 2, "loss": 3.1},
+    {"step": 2, "eval_planning_accuracy": 0.5, "eval_parse_rate": 1.0},
+    {"train_runtime": 3.0, "step": 2},  # the final summary has no curve key
+]
+GRPO_HISTORY = [
+    {"step": 20, "loss": 0.001, "reward": 1.0, "driving/plan_accuracy": 0.4, "kl": 0.02},
+    {"step": 40, "loss": -0.002, "reward": 1.2, "driving/plan_accuracy": 0.55, "kl": 0.03},
+]
+
+
+def test_training_curves_draw_one_panel_per_logged_metric(tmp_path, capsys):
+    from alphadrive_trl.evaluation import load_log_history, plot_training_curves
+
+    sft = _trainer_state(tmp_path / "sft", SFT_HISTORY)
+    grpo = _trainer_state(tmp_path / "grpo", GRPO_HISTORY)
+    panels = plot_training_curves([sft, grpo], tmp_path / "curves.png", ["SFT", "GRPO"])
+    assert panels == ["loss", "eval_planning_accuracy", "reward", "driving/plan_accuracy", "kl"]
+    assert _is_png(tmp_path / "curves.png")
+    # GRPO's surrogate loss is not drawn: a GRPO run alone has no loss panel.
+    assert plot_training_curves([grpo], tmp_path / "g.png") == ["reward", "driving/plan_accuracy", "kl"]
+    assert load_log_history(sft)[2] == {"step": 2, "eval_planning_accuracy": 0.5, "eval_parse_rate": 1.0}
+
+    assert main(["curves", str(sft), str(grpo), "--output", str(tmp_path / "cli" / "c.png")]) == 0
+    assert _is_png(tmp_path / "cli" / "c.png")
+    assert capsys.readouterr().out == (
+        f"Training curves (loss, eval_planning_accuracy, reward, driving/plan_accuracy, kl): {tmp_path / 'cli' / 'c.png'}\n"
+    )
+
+
+def test_training_curves_read_the_latest_checkpoint_of_an_unfinished_run(tmp_path):
+    from alphadrive_trl.evaluation import load_log_history
+
+    run = tmp_path / "grpo"
+    _trainer_state(run / "checkpoint-2", GRPO_HISTORY[:1])
+    _trainer_state(run / "checkpoint-10", GRPO_HISTORY)  # numerically the latest, though "10" < "2" as text
+    (run / "checkpoint-3-tmp").mkdir()
+    assert [entry["step"] for entry in load_log_history(run)] == [20, 40]
+    assert [entry["step"] for entry in load_log_history(run / "checkpoint-2" / "trainer_state.json")] == [20]
+
+
+def test_training_curves_bad_input_is_one_line(tmp_path, capsys):
+    message = _cli_error(["curves", str(tmp_path)], capsys)
+    assert message == (
+        f"alphadrive-eval curves: error: No trainer_state.json in {tmp_path} or its checkpoint-* folders: pass an "
+        "output_dir of alphadrive-sft or alphadrive-grpo (the Trainer writes it when training ends or at a checkpoint)."
+    )
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "trainer_state.json").write_text('{"log_history": ')
+    assert _cli_error(["curves", str(broken)], capsys).startswith(
+        f"alphadrive-eval curves: error: {broken / 'trainer_state.json'} is not a Trainer state file with a `log_history`"
+    )
+    quiet = _trainer_state(tmp_path / "quiet", [{"step": 3, "train_runtime": 1.0}])
+    assert "set `logging_steps` so that training logs" in _cli_error(["curves", str(quiet)], capsys)
+    run = _trainer_state(tmp_path / "sft", SFT_HISTORY)
+    assert _cli_error(["curves", str(run), "--names", "a", "b"], capsys) == (
+        "alphadrive-eval curves: error: --names gives 2 names for 1 runs."
+    )

@@ -58,7 +58,10 @@ def test_demo_trains_on_two_cpu_ranks_then_evaluates_both_checkpoints_side_by_si
         assert line.startswith(".venv/bin/torchrun --standalone --nproc_per_node 2 -m alphadrive_trl.")
         assert "--gradient_accumulation_steps" not in line
     assert "> /tmp/run3/eval/sft.log" in commands[sft_eval]
-    assert "compare /tmp/run3/eval/sft /tmp/run3/eval/grpo" in commands[-2]
+    assert "compare /tmp/run3/eval/sft /tmp/run3/eval/grpo" in commands[-3]
+    assert commands[-2].endswith(
+        "curves /tmp/run3/sft /tmp/run3/grpo --names SFT GRPO --output /tmp/run3/eval/training_curves.png"
+    )
 
 
 def test_one_cpu_process_accumulates_the_second_rank_batch():
@@ -80,5 +83,6 @@ def test_sim_demo_trains_on_rollout_seeds_and_drives_on_others():
     assert "generate --model /tmp/sim/grpo --dataset /tmp/sim/data --split test" in commands
     assert "compare --models expert keep random sft=/tmp/sim/sft grpo=/tmp/sim/grpo --episodes 10 --seed 0" in commands
     assert "--output-dir /tmp/sim/closed-loop" in commands
+    assert "curves /tmp/sim/sft /tmp/sim/grpo --names SFT GRPO --output /tmp/sim/eval/training_curves.png" in commands
     # The rollouts carry one earlier frame (the sim recipes' max_images 2 gives it to the policies when driving).
     assert "--seed 1000 --overwrite --stride 1 --history-frames 1" in commands

@@ -40,8 +40,9 @@ def test_sim_demo_target_runs_every_stage(tmp_path, tiny_model_dir):
         "SIM_DIR": str(sim_dir),
         "SIM_EPISODES": "3",
         "SIM_DATA_FLAGS": f"--env highway,intersection --max-decisions 9 --stride 2 --splits 0.4,0.3,0.3 {frames}",
-        "SIM_SFT_ARGS": "--max_steps 2 --per_device_train_batch_size 2",
-        "SIM_GRPO_ARGS": "--max_steps 1 --per_device_train_batch_size 4 --num_generations 2 --max_completion_length 8",
+        "SIM_SFT_ARGS": "--max_steps 2 --per_device_train_batch_size 2 --logging_steps 1",
+        "SIM_GRPO_ARGS": "--max_steps 1 --per_device_train_batch_size 4 --num_generations 2 --max_completion_length 8 "
+        "--logging_steps 1",
         "SIM_EVAL_FLAGS": "--num-samples 1 --max-samples 2 --batch-size 2 --max-new-tokens 8",
         "SIM_DRIVE_EPISODES": "1",
         "SIM_DRIVE_FLAGS": f"--env highway --max-decisions 2 --max-new-tokens 8 {frames}",
@@ -60,6 +61,7 @@ def test_sim_demo_target_runs_every_stage(tmp_path, tiny_model_dir):
         assert (sim_dir / stage / "config.json").is_file()
         assert (sim_dir / "eval" / stage / "metrics.json").is_file()
     assert (sim_dir / "eval" / "comparison.md").is_file()
+    assert (sim_dir / "eval" / "training_curves.png").read_bytes()[:4] == b"\x89PNG"
     closed_loop = sim_dir / "closed-loop"
     table = (closed_loop / "comparison.md").read_text()
     for policy in ("expert", "keep", "random", "sft", "grpo"):

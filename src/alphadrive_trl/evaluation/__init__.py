@@ -1,8 +1,9 @@
 """Offline evaluation of driving VLMs: generate answers, score them, write a report with plots, compare runs.
 
-Three subcommands of `alphadrive-eval` (also `python -m alphadrive_trl.evaluation`): `generate` runs a checkpoint with
+Four subcommands of `alphadrive-eval` (also `python -m alphadrive_trl.evaluation`): `generate` runs a checkpoint with
 the prompts it was trained on and writes a predictions JSONL (`generate.py`), `score` turns it into `metrics.json`,
-`report.md` and plots (`metrics.py`, `report.py`, `plots.py`), `compare` tabulates several scored runs. Metrics are
+`report.md` and plots (`metrics.py`, `report.py`, `plots.py`), `compare` tabulates several scored runs, `curves` plots training curves from
+`trainer_state.json` (`curves.py`). Metrics are
 percentages (0-100); `planning_accuracy` parses the answer strictly, `legacy_planning_accuracy` is the AlphaDrive
 paper's substring check. `docs/evaluation.md` defines every metric.
 
@@ -20,6 +21,7 @@ Example:
 """
 
 from .cli import build_parser, main
+from .curves import CURVE_PANELS, load_log_history, plot_training_curves
 from .generate import generate_predictions
 from .metrics import (
     L2_KEYS,
@@ -46,6 +48,7 @@ from .report import (
 )
 
 __all__ = [
+    "CURVE_PANELS",
     "HEADLINE_METRICS",
     "L2_KEYS",
     "METRICS_FILE",
@@ -57,6 +60,7 @@ __all__ = [
     "f1_from_counts",
     "generate_predictions",
     "legacy_match",
+    "load_log_history",
     "load_metrics",
     "main",
     "meta_action_metrics",
@@ -66,6 +70,7 @@ __all__ = [
     "plot_distinct_plans",
     "plot_per_class_f1",
     "plot_trajectory_overlays",
+    "plot_training_curves",
     "project_to_image",
     "read_predictions",
     "render_report",

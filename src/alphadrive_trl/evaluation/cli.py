@@ -1,4 +1,5 @@
-"""`alphadrive-eval` (`python -m alphadrive_trl.evaluation`): the `generate`, `score` and `compare` subcommands."""
+"""`alphadrive-eval` (`python -m alphadrive_trl.evaluation`): the `generate`, `score`, `compare` and `curves`
+subcommands."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 
 from ..entrypoint import command
 from ..files import atomic_write_text
+from .curves import plot_training_curves
 from .generate import generate_predictions
 from .report import HEADLINE_METRICS, REPORT_FILE, _fmt, compare_runs, score_predictions
 
@@ -98,6 +100,17 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("runs", nargs="+", help="Directories written by `score` (or their metrics.json).")
     compare.add_argument("--names", nargs="+", default=None, help="Column names, one per run.")
     compare.add_argument("--output", default=None, help="Also write the table to this markdown file.")
+
+    curves = sub.add_parser(
+        "curves",
+        help="Plot the training curves of SFT/GRPO runs (from their trainer_state.json) into one PNG.",
+        description="One panel per logged metric: SFT loss and in-training greedy accuracy; GRPO mean reward, "
+        "planning accuracy of the sampled answers, KL to the reference. Runs are output_dirs (or a checkpoint-N).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    curves.add_argument("runs", nargs="+", help="Training output_dirs (or their trainer_state.json).")
+    curves.add_argument("--names", nargs="+", default=None, help="Legend names, one per run.")
+    curves.add_argument("--output", default="training_curves.png", help="The PNG to write.")
     return parser
 
 
@@ -141,6 +154,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             print(f"Report: {Path(args.output_dir) / REPORT_FILE}")
             _print_headline(metrics)
+        elif args.command == "curves":
+            panels = plot_training_curves(args.runs, args.output, args.names)
+            print(f"Training curves ({', '.join(panels)}): {args.output}")
         else:
             table = compare_runs(args.runs, args.names)
             print(table, end="")
