@@ -1,6 +1,6 @@
 """Steps shared by the entry points (open-r1 layout): one-line errors for every command (`command`), recipe parsing
 that names misspelt keys, logging set-up, finding the checkpoint to resume from, and train → save model + processor +
-driving config → model card → push.
+driving config → model card → push, then ending the run on every rank together (`end_run`).
 
 Each entry point stays short and linear; only the steps that are identical in both stages live here.
 """
