@@ -657,6 +657,12 @@ def test_training_curves_draw_one_panel_per_logged_metric(tmp_path, capsys):
     )
 
 
+def test_training_curves_running_mean_has_no_look_ahead():
+    from alphadrive_trl.evaluation.curves import _running_mean
+
+    assert _running_mean([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 12.0], 5) == [1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 6.0]
+
+
 def test_training_curves_read_the_latest_checkpoint_of_an_unfinished_run(tmp_path):
     from alphadrive_trl.evaluation import load_log_history
 

@@ -15,14 +15,15 @@ from typing import Any
 
 from .plots import _new_figure
 
-# (logged key, panel title, factor to the plotted unit). GRPO's `loss` is a surrogate whose value says little, so the
-# loss panel shows runs without a `reward` (SFT) only.
-CURVE_PANELS: tuple[tuple[str, str, float], ...] = (
-    ("loss", "SFT: training loss", 1.0),
-    ("eval_planning_accuracy", "SFT: greedy planning accuracy, validation (%)", 100.0),
-    ("reward", "GRPO: mean reward of the sampled answers", 1.0),
-    ("driving/plan_accuracy", "GRPO: planning accuracy of the sampled answers (%)", 100.0),
-    ("kl", "GRPO: KL to the reference model", 1.0),
+# (logged key, panel title, factor to the plotted unit, smoothed). GRPO's `loss` is a surrogate whose value says
+# little, so the loss panel shows runs without a `reward` (SFT) only. The GRPO values are means over a few noisy
+# groups, so they get a running mean on top; the SFT loss is smooth already and a trailing mean would only lag it.
+CURVE_PANELS: tuple[tuple[str, str, float, bool], ...] = (
+    ("loss", "SFT: training loss", 1.0, False),
+    ("eval_planning_accuracy", "SFT: greedy planning accuracy, validation (%)", 100.0, False),
+    ("reward", "GRPO: mean reward of the sampled answers", 1.0, True),
+    ("driving/plan_accuracy", "GRPO: planning accuracy of the sampled answers (%)", 100.0, True),
+    ("kl", "GRPO: KL to the reference model", 1.0, True),
 )
 
 
@@ -56,6 +57,14 @@ def load_log_history(run: str | Path) -> list[dict[str, Any]]:
     return [entry for entry in history if isinstance(entry, dict) and "step" in entry]
 
 
+SMOOTHING_WINDOW = 5
+
+
+def _running_mean(values: Sequence[float], window: int) -> list[float]:
+    """Mean of each value and the up to `window - 1` before it (no look-ahead, so the last point is not diluted)."""
+    return [sum(values[max(0, i - window + 1) : i + 1]) / (i + 1 - max(0, i - window + 1)) for i in range(len(values))]
+
+
 def _points(history: Sequence[dict[str, Any]], key: str, factor: float) -> list[tuple[int, float]]:
     return [(entry["step"], factor * entry[key]) for entry in history if isinstance(entry.get(key), (int, float))]
 
@@ -77,30 +86,39 @@ def plot_training_curves(
     is_grpo = [any("reward" in entry for entry in history) for history in histories]
 
     panels = []
-    for key, title, factor in CURVE_PANELS:
+    for key, title, factor, smoothed in CURVE_PANELS:
         lines = [
             (name, points)
             for name, history, grpo in zip(names, histories, is_grpo)
             if not (key == "loss" and grpo) and (points := _points(history, key, factor))
         ]
         if lines:
-            panels.append((key, title, lines))
+            panels.append((key, title, smoothed, lines))
     if not panels:
         raise ValueError(
-            f"No run logged any of {[key for key, _, _ in CURVE_PANELS]}: set `logging_steps` so that training logs."
+            f"No run logged any of {[panel[0] for panel in CURVE_PANELS]}: set `logging_steps` so that training logs."
         )
 
     columns = min(3, len(panels))
     rows = -(-len(panels) // columns)
     fig = _new_figure(4.5 * columns, 3.2 * rows)
-    for index, (_, title, lines) in enumerate(panels):
+    for index, (_, title, smoothed, lines) in enumerate(panels):
         ax = fig.add_subplot(rows, columns, index + 1)
         for name, points in lines:
             steps, values = zip(*points)
-            ax.plot(steps, values, marker="o" if len(points) < 5 else None, label=name)
+            if not smoothed or len(points) < SMOOTHING_WINDOW * 2:
+                ax.plot(steps, values, marker="o" if len(points) < 5 else None, label=name)
+                continue
+            (raw,) = ax.plot(steps, values, alpha=0.3, linewidth=0.8)
+            ax.plot(
+                steps,
+                _running_mean(values, SMOOTHING_WINDOW),
+                color=raw.get_color(),
+                label=f"{name} (mean of {SMOOTHING_WINDOW})",
+            )
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("step")
         ax.legend(fontsize=7)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
-    return [key for key, _, _ in panels]
+    return [panel[0] for panel in panels]
