@@ -341,7 +341,8 @@ def test_deepspeed_zero2_single_process(tiny_model_dir, tiny_dataset_dir, tmp_pa
 @pytest.mark.slow
 def test_two_process_gloo_run(tiny_model_dir, tiny_dataset_dir, tmp_path):
     out = tmp_path / "ddp"
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517"]
+    # --standalone: a free rendezvous port, so that a second test run on the machine cannot collide with this one.
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     _launch(launcher + ["-m", "alphadrive_trl.grpo", *grpo_argv(tiny_model_dir, tiny_dataset_dir, out)], tmp_path)
 
     args = _saved_args(out)

@@ -328,7 +328,7 @@ def test_two_process_gloo_run_through_torchrun(tiny_model_dir, tiny_dataset_dir,
     out = tmp_path / "ddp"
     launch(
         [
-            os.path.join(BIN, "torchrun"), "--nproc_per_node", "2",
+            os.path.join(BIN, "torchrun"), "--standalone", "--nproc_per_node", "2",  # a free port
             "-m", "alphadrive_trl.sft",
             *sft_argv(tiny_model_dir, tiny_dataset_dir, out, "--per_device_train_batch_size", "4"),
             "--num_train_epochs", "1",
