@@ -2,10 +2,10 @@
 
 Four subcommands of `alphadrive-eval` (also `python -m alphadrive_trl.evaluation`): `generate` runs a checkpoint with
 the prompts it was trained on and writes a predictions JSONL (`generate.py`), `score` turns it into `metrics.json`,
-`report.md` and plots (`metrics.py`, `report.py`, `plots.py`), `compare` tabulates several scored runs, `curves` plots training curves from
-`trainer_state.json` (`curves.py`). Metrics are
-percentages (0-100); `planning_accuracy` parses the answer strictly, `legacy_planning_accuracy` is the AlphaDrive
-paper's substring check. `docs/evaluation.md` defines every metric.
+`report.md` and plots (`metrics.py`, `report.py`, `plots.py`), `compare` tabulates several scored runs, `curves`
+plots training curves from `trainer_state.json` (`curves.py`). Metrics are percentages (0-100); `planning_accuracy`
+parses the answer strictly, `legacy_planning_accuracy` is the AlphaDrive paper's substring check.
+`docs/evaluation.md` defines every metric.
 
 Example:
     >>> from alphadrive_trl.evaluation import compute_metrics

@@ -37,11 +37,9 @@ def load_log_history(run: str | Path) -> list[dict[str, Any]]:
     """
     path = Path(run)
     if path.is_dir():
-        candidates = [path / "trainer_state.json"]
         checkpoints = [p for p in path.glob("checkpoint-*") if re.fullmatch(r"checkpoint-\d+", p.name)]
-        candidates += sorted(checkpoints, key=lambda p: int(p.name.split("-")[1]), reverse=True)
-        found = [c if c.name == "trainer_state.json" else c / "trainer_state.json" for c in candidates]
-        found = [c for c in found if c.is_file()]
+        newest_first = sorted(checkpoints, key=lambda p: int(p.name.split("-")[1]), reverse=True)
+        found = [d / "trainer_state.json" for d in (path, *newest_first) if (d / "trainer_state.json").is_file()]
         if not found:
             raise FileNotFoundError(
                 f"No trainer_state.json in {path} or its checkpoint-* folders: pass an output_dir of "
