@@ -224,6 +224,16 @@ class DrivingGRPOConfig(GRPOConfig):
         },
     )
 
+    shared_prompt_scoring: bool = field(
+        default=True,
+        metadata={
+            "help": "Score a group's completions with one forward pass of their shared prompt (its key/value cache "
+            "repeated per completion) instead of TRL's full pass per sequence: the same log-probs and gradients, "
+            "checked against TRL's on the first batch, with less work. Used for Qwen-VL and text-only models "
+            "without gradient checkpointing; other cases keep TRL's pass (docs/grpo.md)."
+        },
+    )
+
     def __post_init__(self):
         if self.diversity_mode not in DIVERSITY_MODES:
             raise ValueError(f"`diversity_mode` must be {_one_of(DIVERSITY_MODES)}, got {self.diversity_mode!r}.")

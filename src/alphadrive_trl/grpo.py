@@ -13,6 +13,8 @@ Example:
 
 from __future__ import annotations
 
+import functools
+import itertools
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -39,6 +41,7 @@ from .image_budget import apply_image_budget
 from .modeling import SaveDrivingConfigCallback, freeze_vision_modules, load_model
 from .prompts import completion_text, to_grpo_example
 from .rewards import format_reward, resolve_reward_funcs
+from .shared_prompt import shared_prompt_logps
 
 logger = logging.getLogger(__name__)
 
@@ -138,6 +141,10 @@ class _WithBatchNumImages:
         return getattr(self._model, name)
 
 
+def _rows(tensor: torch.Tensor | None, start: int, end: int) -> torch.Tensor | None:
+    return None if tensor is None else tensor[start:end]
+
+
 class DrivingGRPOTrainer(QwenVLCheckpointMixin, GRPOTrainer):
     """`trl.GRPOTrainer` with the driving rewards from the recipe and driving metrics in the logs.
 
@@ -157,6 +164,9 @@ class DrivingGRPOTrainer(QwenVLCheckpointMixin, GRPOTrainer):
     """
 
     def __init__(self, model, reward_funcs=None, args=None, **kwargs):
+        # Shared-prompt scoring: which models were checked against TRL's pass, and whether a check failed
+        self._shared_prompt_checked: set[str] = set()
+        self._shared_prompt_off = False
         if reward_funcs is None:
             if not isinstance(args, DrivingGRPOConfig):
                 raise ValueError("Pass `reward_funcs`, or a `DrivingGRPOConfig` whose `reward_funcs` names them.")
@@ -167,7 +177,19 @@ class DrivingGRPOTrainer(QwenVLCheckpointMixin, GRPOTrainer):
             # (LLaVA-OneVision's anyres grid), as the policy got them.
             apply_image_budget(self.processing_class, model=self.accelerator.unwrap_model(self.ref_model))
 
-    def _get_per_token_logps_and_entropies(self, model, *args, num_images=None, batch_num_images=None, **kwargs):
+    def _get_per_token_logps_and_entropies(
+        self,
+        model,
+        input_ids,
+        attention_mask,
+        logits_to_keep,
+        batch_size=None,
+        compute_entropy=False,
+        compute_aux_loss=False,
+        num_images=None,
+        batch_num_images=None,
+        **kwargs,
+    ):
         # TRL forwards every processor output on its no-grad paths (reference and old log-probs), LLaVA-OneVision's
         # `batch_num_images` included, which its own method does not accept (TypeError with beta > 0); its loss path
         # drops it instead. `num_images` carries the same counts per sequence, so both paths use it.
@@ -175,7 +197,105 @@ class DrivingGRPOTrainer(QwenVLCheckpointMixin, GRPOTrainer):
             config = getattr(self.accelerator.unwrap_model(model), "config", None)
             if getattr(config, "model_type", None) == "llava_onevision":
                 model = _WithBatchNumImages(model, num_images)
-        return super()._get_per_token_logps_and_entropies(model, *args, num_images=num_images, **kwargs)
+        full_pass = functools.partial(
+            super()._get_per_token_logps_and_entropies,
+            model,
+            input_ids,
+            attention_mask,
+            logits_to_keep,
+            batch_size=batch_size,
+            compute_entropy=compute_entropy,
+            compute_aux_loss=compute_aux_loss,
+            num_images=num_images,
+            **kwargs,
+        )
+        if compute_aux_loss or not self._shared_prompt_applies(model, input_ids.size(1) - logits_to_keep, kwargs):
+            return full_pass()
+        shared_pass = functools.partial(
+            self._shared_prompt_pass,
+            model,
+            input_ids,
+            attention_mask,
+            logits_to_keep,
+            batch_size or input_ids.size(0),
+            compute_entropy,
+            num_images,
+            kwargs,
+        )
+        role = "reference" if model is self.ref_model else "policy"
+        if role not in self._shared_prompt_checked:
+            self._shared_prompt_checked.add(role)
+            if not self._shared_prompt_matches(role, full_pass, shared_pass, attention_mask[:, -logits_to_keep:]):
+                return full_pass()
+        return shared_pass()
+
+    # --- shared-prompt scoring (alphadrive_trl.shared_prompt) -------------------------------------------------------
+
+    _SHARED_PROMPT_INPUTS = frozenset({"pixel_values", "image_grid_thw", "mm_token_type_ids"})
+
+    def _shared_prompt_applies(self, model, prompt_length: int, model_inputs: dict[str, Any]) -> bool:
+        if not getattr(self.args, "shared_prompt_scoring", True) or self._shared_prompt_off or prompt_length < 2:
+            return False
+        unwrapped = self.accelerator.unwrap_model(model)
+        if getattr(unwrapped, "is_gradient_checkpointing", False):
+            return False  # recomputing a layer in backward would write its keys into the shared cache twice
+        # Qwen-VL's image inputs or none: other families' inputs (tiles, pixel masks, image sizes) keep TRL's pass
+        return all(value is None or name in self._SHARED_PROMPT_INPUTS for name, value in model_inputs.items())
+
+    def _shared_prompt_pass(
+        self, model, input_ids, attention_mask, logits_to_keep, batch_size, compute_entropy, num_images, model_inputs
+    ):
+        logps, entropies = [], []
+        image_counts = list(num_images) if num_images is not None else None
+        image_offsets = [0, *itertools.accumulate(image_counts)] if image_counts is not None else None
+        thw = model_inputs.get("image_grid_thw")
+        pixel_values = model_inputs.get("pixel_values")
+        patch_offsets = [0, *itertools.accumulate(int(n) for n in thw.prod(dim=-1))] if thw is not None else None
+        for start in range(0, input_ids.size(0), batch_size):  # TRL's chunks, for the same memory peak
+            end = min(start + batch_size, input_ids.size(0))
+            chunk = {"mm_token_type_ids": _rows(model_inputs.get("mm_token_type_ids"), start, end)}
+            if pixel_values is not None:
+                first_image, last_image = image_offsets[start], image_offsets[end]
+                chunk["pixel_values"] = pixel_values[patch_offsets[first_image] : patch_offsets[last_image]]
+                chunk["image_grid_thw"] = thw[first_image:last_image]
+                chunk["num_images"] = image_counts[start:end]
+            with self.accelerator.autocast():
+                chunk_logps, chunk_entropies = shared_prompt_logps(
+                    model,
+                    input_ids[start:end],
+                    attention_mask[start:end],
+                    logits_to_keep,
+                    compute_entropy=compute_entropy,
+                    **chunk,
+                )
+            logps.append(chunk_logps)
+            entropies.append(chunk_entropies)
+        return torch.cat(logps), (torch.cat(entropies) if compute_entropy else None), None
+
+    def _shared_prompt_matches(self, role: str, full_pass, shared_pass, completion_mask) -> bool:
+        """Compare both ways of scoring on the first batch (no gradient); on a mismatch or an error, switch
+        shared-prompt scoring off for the run, with a warning that says why."""
+        try:
+            with torch.no_grad():
+                expected, _, _ = full_pass()
+                got, _, _ = shared_pass()
+            gap = (expected - got).abs()[completion_mask.bool()].max().item() if completion_mask.any() else 0.0
+        except Exception as error:  # a family or version this path does not know: TRL's pass is always right
+            gap, reason = float("inf"), f"{type(error).__name__}: {error}"
+        else:
+            reason = f"log-probs differ by up to {gap:.2e}"
+        dtype = next(self.accelerator.unwrap_model(self.model).parameters()).dtype
+        tolerance = 1e-3 if dtype == torch.float32 else 5e-2
+        if gap <= tolerance:
+            logger.info(f"Shared-prompt scoring ({role} model): matches TRL's full pass (max gap {gap:.1e}).")
+            return True
+        self._shared_prompt_off = True
+        logger.warning(
+            f"Shared-prompt scoring does not match TRL's full pass on this model ({reason}; tolerance "
+            f"{tolerance:g}); using TRL's pass for the rest of the run. Set `shared_prompt_scoring: false` to skip "
+            "the check."
+        )
+        return False
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
