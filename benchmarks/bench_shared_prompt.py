@@ -167,7 +167,7 @@ def run(
         "peak_gib": peak or None,
         "note": f"reference + policy forward/backward of {prompts} prompts x {num_generations} completions "
         f"({prompt_tokens}-token prompts, {completion_length}-token completions), {arch} preset {preset}, {dtype} on "
-        f"{device}; median of {repeats}; |log-prob gap| max {gap:.1e}, mean {mean_gap:.1e} (TRL's pass one row at a "
+        f"{device}; median of {repeats}; log-prob gap max {gap:.1e}, mean {mean_gap:.1e} (TRL's pass one row at a "
         f"time against the whole batch: max {floor:.1e}, mean {mean_floor:.1e})",
     }
 
