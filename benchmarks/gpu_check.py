@@ -25,11 +25,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -114,7 +116,14 @@ def _grpo_side(trainer_class, argv: list[str]) -> dict:
 
 
 def run_grpo_2b(
-    work: Path, steps: int, repeats: int, preset: str, image_size: str, num_generations: int, max_completion: int
+    work: Path,
+    steps: int,
+    repeats: int,
+    preset: str,
+    image_size: str,
+    num_generations: int,
+    max_completion: int,
+    extra_args: Sequence[str] = (),
 ):
     import torch
     from trl import GRPOTrainer
@@ -166,6 +175,7 @@ def run_grpo_2b(
         str(on_gpu).lower(),
         "--use_cpu",
         str(not on_gpu).lower(),
+        *extra_args,  # e.g. --gradient_checkpointing false: both sides, after the recipe's own values
     ]
     # Alternate (baseline, ours, baseline, ours, ...) so that warm-up effects and drift hit both sides alike.
     sides = {"trl.GRPOTrainer": [], "DrivingGRPOTrainer": []}
@@ -200,6 +210,7 @@ def run_grpo_2b(
         "ours_step_s": [round(t, 3) for t in ours["step_s"]],
         "baseline_step_s": [round(t, 3) for t in base["step_s"]],
         "build_s": round(build_s, 1),
+        "extra_args": " ".join(extra_args),
     }
 
 
@@ -345,6 +356,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke-grpo-steps", type=int, default=100)
     parser.add_argument("--smoke-eval-samples", type=int, default=200)
     parser.add_argument("--allow-cpu", action="store_true", help="Run without a GPU (tests, with tiny sizes).")
+    parser.add_argument(
+        "--grpo-args",
+        default="",
+        help='More recipe overrides for both sides of grpo_2b, e.g. "--gradient_checkpointing false" (shared-prompt '
+        "scoring then applies to the policy too).",
+    )
     args = parser.parse_args(argv)
 
     import torch
@@ -368,6 +385,7 @@ def main(argv: list[str] | None = None) -> int:
                     args.image_size,
                     args.num_generations,
                     args.max_completion_length,
+                    shlex.split(args.grpo_args),
                 )
             elif part == "smoke":
                 result = run_smoke(out, args.smoke_sft_steps, args.smoke_grpo_steps, args.smoke_eval_samples)

@@ -31,7 +31,7 @@ def test_grpo_2b_part_times_both_trainers_on_the_real_recipe(tmp_path):
     code = gpu_check.main(
         ["--output-dir", str(tmp_path), "--allow-cpu", "--parts", "grpo_2b", "--preset", "tiny",
          "--image-size", "160x96", "--steps", "2", "--repeats", "1", "--num-generations", "2",
-         "--max-completion-length", "8"]
+         "--max-completion-length", "8", "--grpo-args", "--gradient_checkpointing false"]
     )  # fmt: skip
     assert code == 0
     report = json.loads((tmp_path / "gpu_check.json").read_text())
@@ -39,6 +39,7 @@ def test_grpo_2b_part_times_both_trainers_on_the_real_recipe(tmp_path):
     assert result["name"] == "grpo_2b" and "error" not in result
     assert result["recipe"] == "recipes/Qwen2-VL-2B-Instruct/grpo/config_alphadrive.yaml"
     assert result["timed_steps_per_side"] == 1
+    assert result["extra_args"] == "--gradient_checkpointing false"  # passed to both sides, after the recipe
     assert len(result["ours_step_s"]) == len(result["baseline_step_s"]) == 1
     # both medians are rounded to the millisecond: at tiny step times that moves the ratio by up to a few percent
     assert result["ratio"] == pytest.approx(result["ours_s"] / result["baseline_s"], rel=0.05)
