@@ -154,7 +154,6 @@ def run(
     floors = (outputs["trl"] - one_by_one).abs()[valid].float()
     floor, mean_floor = floors.max().item(), floors.mean().item()
     ours, baseline = statistics.median(times["shared"]), statistics.median(times["trl"])
-    rows = prompts * num_generations
     return {
         "name": "shared_prompt",
         "ours_s": round(ours, 4),
@@ -184,8 +183,12 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--threads", type=int, default=1, help="Torch intra-op threads (0 keeps torch's default).")
-    parser.add_argument("--max-pixels", type=int, default=None, help="Qwen-VL pixel budget per image (401408: 512 "
-                        "tokens); default: the tiny processor's.")
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        default=None,
+        help="Qwen-VL pixel budget per image (401408: 512 tokens); default: the tiny processor's.",
+    )
     args = parser.parse_args()
     result = run(
         args.arch,

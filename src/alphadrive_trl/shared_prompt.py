@@ -69,7 +69,10 @@ def _position_ids(backbone, input_ids, attention_mask, image_grid_thw, mm_token_
     if mm_token_type_ids is not None and image_grid_thw is not None and hasattr(backbone, "get_rope_index"):
         # Qwen-VL's 3-D (M-RoPE) positions: image patches by their grid, text after them. Index arithmetic only.
         position_ids, _ = backbone.get_rope_index(
-            input_ids, mm_token_type_ids=mm_token_type_ids, image_grid_thw=image_grid_thw, attention_mask=attention_mask
+            input_ids,
+            mm_token_type_ids=mm_token_type_ids,
+            image_grid_thw=image_grid_thw,
+            attention_mask=attention_mask,
         )
         return position_ids
     # What a forward without position ids uses: 0 .. L-1 on every row, left padding included.
