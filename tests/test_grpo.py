@@ -305,6 +305,14 @@ def _launch(command: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
     return result
 
 
+def assert_shared_prompt_scoring_used(output: str) -> None:
+    """The run scored with shared prompts: both first-batch checks passed (DeepSpeed / DDP wrap the model, and the
+    shared pass must still match TRL's), and no fallback was logged."""
+    for role in ("policy", "reference"):
+        assert f"Shared-prompt scoring ({role} model): matches TRL's full pass" in output, output[-3000:]
+    assert "does not match TRL's full pass" not in output
+
+
 def _saved_args(output_dir: Path):
     return torch.load(output_dir / "training_args.bin", weights_only=False)
 
@@ -327,12 +335,12 @@ def test_deepspeed_zero2_single_process(tiny_model_dir, tiny_dataset_dir, tmp_pa
     launcher = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--use_deepspeed"]
     launcher += ["--deepspeed_config_file", str(ds_config), "--mixed_precision", "no", "-m", "alphadrive_trl.grpo"]
     # DeepSpeed runs on CPU through its own accelerator only when the trainer is not forced to use_cpu.
-    _launch(
-        launcher + grpo_argv(tiny_model_dir, tiny_dataset_dir, out, "--max_steps", "1", "--use_cpu", "false"), tmp_path
-    )
+    argv = grpo_argv(tiny_model_dir, tiny_dataset_dir, out, "--max_steps", "1", "--use_cpu", "false")
+    result = _launch(launcher + argv + ["--log_level", "info"], tmp_path)
 
     args = _saved_args(out)
     assert args.distributed_state.distributed_type == "DEEPSPEED" and args.deepspeed_plugin.zero_stage == 2
+    assert_shared_prompt_scoring_used(result.stdout + result.stderr)
     logs = step_logs(json.loads((out / "trainer_state.json").read_text())["log_history"])
     assert all(name in logs[1] for name in DRIVING_METRICS)
     assert (out / "model.safetensors").is_file() and (out / "alphadrive_config.json").is_file()
@@ -343,10 +351,12 @@ def test_two_process_gloo_run(tiny_model_dir, tiny_dataset_dir, tmp_path):
     out = tmp_path / "ddp"
     # --standalone: a free rendezvous port, so that a second test run on the machine cannot collide with this one.
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    _launch(launcher + ["-m", "alphadrive_trl.grpo", *grpo_argv(tiny_model_dir, tiny_dataset_dir, out)], tmp_path)
+    argv = ["-m", "alphadrive_trl.grpo", *grpo_argv(tiny_model_dir, tiny_dataset_dir, out), "--log_level", "info"]
+    result = _launch(launcher + argv, tmp_path)
 
     args = _saved_args(out)
     assert args.world_size == 2 and args.distributed_state.distributed_type == "MULTI_CPU"
+    assert_shared_prompt_scoring_used(result.stdout + result.stderr)
     state = json.loads((out / "trainer_state.json").read_text())
     logs = step_logs(state["log_history"])
     # Each step consumes one prompt group per rank: 2 of the 38 GRPO rows (48 train rows, 20 % held by SFT).
