@@ -195,9 +195,9 @@ def test_trainer_falls_back_to_trl_on_a_mismatch(tiny_model_dir, tiny_dataset_di
     assert trainer._shared_prompt_off and len(calls) == 1  # checked once, never used after
 
 
-def test_gradient_checkpointing_keeps_trl_pass_for_the_policy(tiny_model_dir, tiny_dataset_dir, tmp_path, monkeypatch):
-    """A checkpointed layer runs again in backward and would write its keys into the shared cache twice; the
-    reference model (no backward) still shares its prompts."""
+def test_gradient_checkpointing_shares_the_policy_prompt_too(tiny_model_dir, tiny_dataset_dir, tmp_path, monkeypatch):
+    """The real recipes checkpoint their layers: the policy shares its prompts there too, and where transformers
+    cannot keep a cache in a checkpointed layer, the policy keeps TRL's pass (the reference still shares)."""
     import alphadrive_trl.grpo as grpo_module
 
     scored = []
@@ -207,7 +207,46 @@ def test_gradient_checkpointing_keeps_trl_pass_for_the_policy(tiny_model_dir, ti
         return shared_prompt_logps(model, *args, **kwargs)
 
     monkeypatch.setattr(grpo_module, "shared_prompt_logps", recording)
-    trainer = _trainer(tiny_model_dir, tiny_dataset_dir, tmp_path, max_steps=1, gradient_checkpointing=True)
+    trainer = _trainer(tiny_model_dir, tiny_dataset_dir, tmp_path / "gc", max_steps=1, gradient_checkpointing=True)
+    trainer.train()
+    assert trainer._shared_prompt_checked == {"policy", "reference"} and not trainer._shared_prompt_off
+
+    scored.clear()
+    monkeypatch.setattr(grpo_module, "checkpointing_supported", lambda: False)
+    trainer = _trainer(tiny_model_dir, tiny_dataset_dir, tmp_path / "old", max_steps=1, gradient_checkpointing=True)
     trainer.train()
     assert trainer._shared_prompt_checked == {"reference"}
     assert scored and all(model is trainer.ref_model for model in scored)
+
+
+def test_same_gradients_under_gradient_checkpointing(tiny_model_dir):
+    """Checkpointed layers replay the completion pass in backward: the read-only cache gives them the same prompt
+    keys, so log-probs and gradients still equal TRL's full pass (checkpointed as well)."""
+    model, batch, completion_mask, _ = _group_batch(tiny_model_dir, seed=2)
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+    completions = completion_mask.size(1)
+    expected, _ = _full_pass(model, batch, completions)
+    expected_grads = _gradients(model, expected, completion_mask)
+    got, _ = shared_prompt_logps(model, logits_to_keep=completions, **batch)
+    grads = _gradients(model, got, completion_mask)
+    valid = completion_mask.bool()
+    torch.testing.assert_close(got[valid], expected[valid], atol=1e-5, rtol=1e-5)
+    assert grads.keys() == expected_grads.keys()
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, expected_grads[name], atol=1e-6, rtol=1e-4, msg=name)
+    # the layers are checkpointed again afterwards, and the class flag is back to transformers' default
+    layers = model.model.language_model.layers
+    assert all(layer.gradient_checkpointing for layer in layers)
+    assert type(layers[0])._can_checkpoint_with_cache is False
+
+
+def test_a_dropped_cache_is_an_error_not_wrong_log_probs(tiny_model_dir, monkeypatch):
+    """If the layers never read the prompt's cache (a transformers that drops it), the pass raises: the trainer's
+    check then falls back to TRL's pass instead of training on completions scored without their prompt."""
+    import alphadrive_trl.shared_prompt as shared_module
+
+    model, batch, completion_mask, _ = _group_batch(tiny_model_dir)
+    monkeypatch.setattr(shared_module, "_read_only", lambda cache: [0])  # as if no layer had read it
+    with pytest.raises(RuntimeError, match="did not read the prompt's key/value cache"):
+        shared_prompt_logps(model, logits_to_keep=completion_mask.size(1), **batch)

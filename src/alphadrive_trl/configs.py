@@ -229,8 +229,8 @@ class DrivingGRPOConfig(GRPOConfig):
         metadata={
             "help": "Score a group's completions with one forward pass of their shared prompt (its key/value cache "
             "repeated per completion) instead of TRL's full pass per sequence: the same log-probs and gradients, "
-            "checked against TRL's on the first batch, with less work. Used for Qwen-VL and text-only models "
-            "without gradient checkpointing; other cases keep TRL's pass (docs/grpo.md)."
+            "checked against TRL's on the first batch, with less work. Used for Qwen-VL and text-only models; "
+            "other families keep TRL's pass (docs/grpo.md)."
         },
     )
 

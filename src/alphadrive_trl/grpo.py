@@ -41,7 +41,7 @@ from .image_budget import apply_image_budget
 from .modeling import SaveDrivingConfigCallback, freeze_vision_modules, load_model
 from .prompts import completion_text, to_grpo_example
 from .rewards import format_reward, resolve_reward_funcs
-from .shared_prompt import shared_prompt_logps
+from .shared_prompt import checkpointing_supported, shared_prompt_logps
 
 logger = logging.getLogger(__name__)
 
@@ -241,8 +241,8 @@ class DrivingGRPOTrainer(QwenVLCheckpointMixin, GRPOTrainer):
         checkpointing = getattr(unwrapped, "is_activation_checkpointing", None)
         if checkpointing is None:
             checkpointing = getattr(unwrapped, "is_gradient_checkpointing", False)
-        if checkpointing:
-            return False  # recomputing a layer in backward would write its keys into the shared cache twice
+        if checkpointing and not checkpointing_supported():
+            return False  # this transformers drops the cache from checkpointed layers (`shared_prompt`)
         # Qwen-VL's image inputs or none: other families' inputs (tiles, pixel masks, image sizes) keep TRL's pass
         return all(value is None or name in self._SHARED_PROMPT_INPUTS for name, value in model_inputs.items())
 

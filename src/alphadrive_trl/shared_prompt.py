@@ -20,8 +20,9 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import inspect
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 
@@ -87,6 +88,61 @@ def _image_rows(pixel_values, image_grid_thw, num_images) -> list[torch.Tensor] 
     return list(torch.split(pixel_values, patches_per_row))
 
 
+def checkpointing_supported() -> bool:
+    """Whether this transformers lets a checkpointed layer keep a cache it only reads (`_can_checkpoint_with_cache`);
+    without it, a checkpointed layer drops the cache and the completion pass would not see its prompt."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    return hasattr(GradientCheckpointingLayer, "_can_checkpoint_with_cache")
+
+
+@contextlib.contextmanager
+def _without_checkpointing(backbone: torch.nn.Module) -> Iterator[None]:
+    """Run the prompt pass without gradient checkpointing: it writes the cache, and a checkpointed layer replays its
+    forward in backward, which would write it again. It is one pass per prompt, not one per completion."""
+    layers = [module for module in backbone.modules() if getattr(module, "gradient_checkpointing", False)]
+    for layer in layers:
+        layer.gradient_checkpointing = False
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.gradient_checkpointing = True
+
+
+@contextlib.contextmanager
+def _checkpointing_keeps_cache(backbone: torch.nn.Module) -> Iterator[None]:
+    """Let checkpointed layers keep the (read-only) cache during the completion pass. transformers drops a cache
+    from a checkpointed layer unless its class sets `_can_checkpoint_with_cache`, which is meant for layers that only
+    read it: with `_read_only` they do, so the backward replay sees the same prompt keys."""
+    classes = {type(module) for module in backbone.modules() if getattr(module, "gradient_checkpointing", False)}
+    saved = {cls: cls.__dict__.get("_can_checkpoint_with_cache") for cls in classes}
+    for cls in classes:
+        cls._can_checkpoint_with_cache = True
+    try:
+        yield
+    finally:
+        for cls, value in saved.items():
+            if value is None:
+                del cls._can_checkpoint_with_cache
+            else:
+                cls._can_checkpoint_with_cache = value
+
+
+def _read_only(cache) -> list[int]:
+    """Make every cache layer return `past + new` keys and values without storing them, so that a layer replayed in
+    backward (gradient checkpointing) reads the same prompt again; returns a one-item counter of the reads."""
+    reads = [0]
+    for layer in cache.layers:
+
+        def update(key_states, value_states, *args, _layer=layer, **kwargs):
+            reads[0] += 1
+            return torch.cat([_layer.keys, key_states], dim=-2), torch.cat([_layer.values, value_states], dim=-2)
+
+        layer.update = update
+    return reads
+
+
 def shared_prompt_logps(
     model: torch.nn.Module,
     input_ids: torch.Tensor,
@@ -133,24 +189,30 @@ def shared_prompt_logps(
         prompt_inputs["image_grid_thw"] = torch.cat([thw_per_row[row] for row in first])
     if mm_token_type_ids is not None:
         prompt_inputs["mm_token_type_ids"] = mm_token_type_ids[first_rows, :head]
-    prompt_outputs = backbone(**prompt_inputs)
+    with _without_checkpointing(backbone):
+        prompt_outputs = backbone(**prompt_inputs)
     cache = getattr(prompt_outputs, "cache", None) or getattr(prompt_outputs, "past_key_values", None)
     if cache is None:
         raise RuntimeError(f"{type(backbone).__name__} returned no key/value cache for the prompt pass.")
 
     # 2. Repeat each prompt's cache rows for its completions (index_select: differentiable), then score
     #    `[last prompt token | completion]` through the (possibly DDP-wrapped) model with TRL's fused LM head.
+    #    The cache is read-only from here: under gradient checkpointing the layers replay this pass in backward.
     cache.reorder_cache(group_of_row)
+    reads = _read_only(cache)
     tail_ids = input_ids[:, head:]
     labels = tail_ids.masked_fill(attention_mask[:, head:] == 0, -100)
-    outputs = model(
-        input_ids=tail_ids,
-        attention_mask=attention_mask,
-        position_ids=position_ids[..., head:],
-        labels=labels,
-        fused_lm_head=True,
-        **{_cache_keyword(backbone): cache},
-    )
+    with _checkpointing_keeps_cache(backbone):
+        outputs = model(
+            input_ids=tail_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids[..., head:],
+            labels=labels,
+            fused_lm_head=True,
+            **{_cache_keyword(backbone): cache},
+        )
+    if not reads[0]:  # the layers never saw the prompt: never return log-probs of completions without their prompt
+        raise RuntimeError(f"{type(backbone).__name__} did not read the prompt's key/value cache.")
     logps = outputs.log_probs[:, -completion_length:]
     entropies = outputs.entropy[:, -completion_length:] if compute_entropy else None
     return logps, entropies
