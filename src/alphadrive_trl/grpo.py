@@ -1,9 +1,10 @@
 """AlphaDrive stage 2: GRPO with the driving rewards, from the SFT warm-up checkpoint.
 
 `DrivingGRPOTrainer` is `trl.GRPOTrainer` with the recipe's rewards resolved by name (`DrivingGRPOConfig.reward_funcs`),
-`driving/*` metrics of the sampled completions logged from its `_calculate_rewards` override, and the resume fix of
-`checkpointing.QwenVLCheckpointMixin`; `main()` is the `alphadrive-grpo` entry point. `docs/grpo.md` describes the
-trainer and lists the metrics.
+`driving/*` metrics of the sampled completions logged from its `_calculate_rewards` override, shared-prompt scoring
+(`shared_prompt`: each prompt of a group runs once, from its `_get_per_token_logps_and_entropies` override), and the
+resume fix of `checkpointing.QwenVLCheckpointMixin`; `main()` is the `alphadrive-grpo` entry point. `docs/grpo.md`
+describes the trainer and lists the metrics.
 
 Example:
     python -m alphadrive_trl.grpo --config recipes/tiny-qwen2.5-vl/grpo/config_demo.yaml
@@ -146,7 +147,8 @@ def _rows(tensor: torch.Tensor | None, start: int, end: int) -> torch.Tensor | N
 
 
 class DrivingGRPOTrainer(QwenVLCheckpointMixin, GRPOTrainer):
-    """`trl.GRPOTrainer` with the driving rewards from the recipe and driving metrics in the logs.
+    """`trl.GRPOTrainer` with the driving rewards from the recipe, driving metrics in the logs, and shared-prompt
+    scoring (`args.shared_prompt_scoring`, checked against TRL's pass on the first batch).
 
     Args:
         model: model id/path or model, as for `trl.GRPOTrainer`.
