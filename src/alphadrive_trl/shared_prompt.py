@@ -96,11 +96,16 @@ def checkpointing_supported() -> bool:
     return hasattr(GradientCheckpointingLayer, "_can_checkpoint_with_cache")
 
 
+def _checkpointed_layers(backbone: torch.nn.Module) -> list[torch.nn.Module]:
+    """The modules that gradient checkpointing currently wraps (transformers' `GradientCheckpointingLayer`s)."""
+    return [module for module in backbone.modules() if getattr(module, "gradient_checkpointing", False)]
+
+
 @contextlib.contextmanager
 def _without_checkpointing(backbone: torch.nn.Module) -> Iterator[None]:
     """Run the prompt pass without gradient checkpointing: it writes the cache, and a checkpointed layer replays its
     forward in backward, which would write it again. It is one pass per prompt, not one per completion."""
-    layers = [module for module in backbone.modules() if getattr(module, "gradient_checkpointing", False)]
+    layers = _checkpointed_layers(backbone)
     for layer in layers:
         layer.gradient_checkpointing = False
     try:
@@ -115,7 +120,7 @@ def _checkpointing_keeps_cache(backbone: torch.nn.Module) -> Iterator[None]:
     """Let checkpointed layers keep the (read-only) cache during the completion pass. transformers drops a cache
     from a checkpointed layer unless its class sets `_can_checkpoint_with_cache`, which is meant for layers that only
     read it: with `_read_only` they do, so the backward replay sees the same prompt keys."""
-    classes = {type(module) for module in backbone.modules() if getattr(module, "gradient_checkpointing", False)}
+    classes = {type(module) for module in _checkpointed_layers(backbone)}
     saved = {cls: cls.__dict__.get("_can_checkpoint_with_cache") for cls in classes}
     for cls in classes:
         cls._can_checkpoint_with_cache = True
