@@ -156,14 +156,14 @@ def test_reward_weights_must_match_rewards(tmp_path, capsys):
         "--config", str(DEMO_RECIPE),
         "--model_name_or_path", str(tmp_path / "no-model"),
         "--output_dir", str(tmp_path / "out"),
-        "--reward_weights", "1.0", "2.0", "3.0",
+        "--reward_weights", "1.0", "2.0",
     ]  # fmt: skip
     with pytest.raises(SystemExit) as exit_info:
         grpo.main(argv)
     err = capsys.readouterr().err
     assert exit_info.value.code == 2
     assert (
-        err.startswith("alphadrive-grpo: error: `reward_weights` has 3 values for 2 rewards") and err.count("\n") == 1
+        err.startswith("alphadrive-grpo: error: `reward_weights` has 2 values for 3 rewards") and err.count("\n") == 1
     )
 
 

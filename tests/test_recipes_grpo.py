@@ -127,7 +127,8 @@ def test_demo_recipe_runs_on_cpu_from_the_tiny_sft_output():
     assert model_args.model_name_or_path == "outputs/demo-sft" and script_args.dataset_name == "data/synthetic"
     assert args.use_cpu and not args.bf16 and args.beta > 0 and 4 <= args.num_generations <= 8
     assert script_args.prompt_template == "answer_only" and script_args.stage == "grpo"
-    assert args.reward_funcs == ["speed_planning", "path_planning"] and args.reward_weights == [1.0, 1.0]
+    assert args.reward_funcs == ["speed_planning", "path_planning", "safety"] and args.reward_weights == [1.0] * 3
+    assert args.safety_penalty == 2.0 and args.reward_options()["safety_penalty"] == 2.0
     assert args.max_completion_length == 24 and args.lr_scheduler_type == "linear" and args.learning_rate == 1e-4
     assert args.output_dir == "outputs/demo-grpo"  # `make eval` reads it there
     reasoning, reasoning_args, reasoning_model = parse(TINY / "config_demo_reasoning.yaml")
@@ -145,11 +146,11 @@ def test_demo_recipes_hold_two_scenes_per_step_on_two_cpu_ranks(monkeypatch):
         assert args.generation_batch_size == 16 and args.steps_per_generation == 1, name
 
 
-def test_safety_recipe_is_the_demo_recipe_plus_the_safety_reward():
+def test_safety_recipe_is_the_demo_recipe_with_a_stronger_safety_penalty():
     _, demo, _ = parse(TINY / "config_demo.yaml")
     _, safe, _ = parse(TINY / "config_demo_safety.yaml")
-    assert safe.reward_funcs == [*demo.reward_funcs, "safety"] and safe.reward_weights == [1.0, 1.0, 1.0]
-    assert safe.safety_penalty == 3.0 and safe.reward_options()["safety_penalty"] == 3.0
+    assert safe.reward_funcs == demo.reward_funcs and safe.reward_weights == demo.reward_weights
+    assert (demo.safety_penalty, safe.safety_penalty) == (2.0, 3.0) and safe.reward_options()["safety_penalty"] == 3.0
     assert safe.output_dir == "outputs/demo-grpo-safety"
     same = ("learning_rate", "lr_scheduler_type", "beta", "num_generations", "max_steps", "max_completion_length")
     assert all(getattr(safe, key) == getattr(demo, key) for key in same)
