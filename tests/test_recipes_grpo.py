@@ -135,6 +135,8 @@ def test_demo_recipe_runs_on_cpu_from_the_tiny_sft_output():
     assert reasoning.prompt_template == "default" and "format" in reasoning_args.reward_funcs
     assert reasoning_model.model_name_or_path == "outputs/demo-reasoning/sft"
     assert reasoning_args.max_steps == args.max_steps  # the study compares the two arms at the same budget
+    assert reasoning_args.beta == args.beta and reasoning_args.safety_penalty == args.safety_penalty
+    assert set(args.reward_funcs) < set(reasoning_args.reward_funcs)  # ... and with the same rewards, plus format
 
 
 def test_demo_recipes_hold_two_scenes_per_step_on_two_cpu_ranks(monkeypatch):
