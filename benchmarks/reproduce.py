@@ -19,7 +19,7 @@ its own seed. Settings (answer-only targets and completions, `prompt_template: a
 - `sft20_reasoning`, `sft20_reasoning_grpo`: the same two stages with `<think>` reasoning targets and completions
   (`prompt_template: default`, the four-reward set with format, 128 new tokens): the paper's reasoning claim.
 - optional (`--with-grpo-only`, `--with-ablation`, first seed): GRPO from the base model alone; the reward ablation.
-- optional (`--with-safety`, every seed): `sft20_grpo_safety`, the demo GRPO plus the `safety` reward
+- optional (`--with-safety`, every seed): `sft20_grpo_safety`, the demo GRPO with a stronger `safety` penalty
   (`grpo/config_demo_safety.yaml`), from the same warm-up.
 
 Independent trainings run `--jobs` at a time (default 2, one core each), scheduled as a task graph.
@@ -287,7 +287,7 @@ class Study:
             if a.sft_long_epochs and seed in (a.long_seeds or a.seeds):
                 long = ["--stage", "null", "--num_train_epochs", str(a.sft_long_epochs)]
                 tasks[f"{seed}/sft_all_long"] = ([], partial(self.sft, "sft_all_long", seed, start, long))
-            if a.with_safety:  # the demo GRPO plus the `safety` reward, from the same warm-up
+            if a.with_safety:  # the demo GRPO with a stronger `safety` penalty, from the same warm-up
                 tasks[f"{seed}/sft20_grpo_safety"] = ([f"{seed}/sft20"], partial(self.grpo, "sft20_grpo_safety", seed, sft20, ["--stage", "grpo"], None, SAFETY_GRPO_RECIPE))  # fmt: skip
             if seed == a.seeds[0] and a.with_grpo_only:  # one seed: it is the paper's weakest setting
                 tasks[f"{seed}/grpo_only"] = ([], partial(self.grpo, "grpo_only", seed, start, ["--stage", "null"]))
@@ -382,9 +382,9 @@ class Study:
                 ("SFT 20 % → GRPO 80 % minus its own warm-up (what GRPO adds)", "sft20_grpo", "sft20"),
                 ("SFT 20 % → GRPO 80 % minus SFT-all with the same sample passes", "sft20_grpo", "sft_all"),
                 ("SFT 20 % → GRPO 80 % minus SFT-all trained as long (same wall time)", "sft20_grpo", "sft_all_long"),
-                ("safety recipe: SFT 20 % → GRPO + `safety` minus its own warm-up", "sft20_grpo_safety", "sft20"),
+                ("safety recipe (penalty 3): SFT 20 % → GRPO minus its own warm-up", "sft20_grpo_safety", "sft20"),
                 (
-                    "safety recipe minus the demo GRPO (what the `safety` reward changes)",
+                    "safety recipe minus the demo GRPO (penalty 3 against 2)",
                     "sft20_grpo_safety",
                     "sft20_grpo",
                 ),
