@@ -240,7 +240,7 @@ def test_lora_with_kl_uses_adapter_disabled_reference(tiny_model_dir, tiny_datas
 
     lora = ("--use_peft", "true", "--lora_r", "8", "--lora_alpha", "16", "--lora_target_modules", "q_proj", "v_proj")
     trainer = run_grpo(grpo_argv(tiny_model_dir, tiny_dataset_dir, tmp_path / "lora", *lora, *WITH_SIGNAL))
-    assert trainer.beta == 0.04
+    assert trainer.beta == 0.1  # the recipe's KL term (grpo/config_demo_reasoning.yaml)
     assert isinstance(trainer.model, PeftModel) and trainer.ref_model is None  # no second copy of the weights
 
     logs = step_logs(trainer.state.log_history)
