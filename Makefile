@@ -48,6 +48,10 @@ SIM_SFT_RECIPE ?= recipes/tiny-qwen2.5-vl/sft/config_sim_demo.yaml
 SIM_GRPO_RECIPE ?= recipes/tiny-qwen2.5-vl/grpo/config_sim_demo.yaml
 SIM_SFT_ARGS ?=
 SIM_GRPO_ARGS ?=
+# SIM_PROMPT=answer_only_facts: both stages (and the closed loop) also state the scene in words from the simulator's
+# state (privileged perception: what the same training gives when perception is solved; docs/closed_loop.md).
+SIM_PROMPT ?=
+SIM_PROMPT_ARGS = $(if $(SIM_PROMPT),--prompt_template $(SIM_PROMPT))
 SIM_EVAL_FLAGS ?= --num-samples 4 --batch-size 32 --max-new-tokens 24
 SIM_DRIVE_EPISODES ?= 10
 SIM_DRIVE_SEED ?= 0
@@ -185,8 +189,8 @@ closed-loop: install ## Closed-loop driving in highway-env: demo checkpoint vs e
 sim-demo: install ## Train and drive in highway-env: expert rollouts -> SFT -> GRPO -> open-loop eval -> closed loop (SIM_DIR)
 	@$(MAKE) --no-print-directory base-model
 	$(PY) -m data_prep.highway_env --output-dir $(SIM_DIR)/data --episodes $(SIM_EPISODES) --seed $(SIM_DATA_SEED) --overwrite $(SIM_DATA_FLAGS)
-	$(PY) -m alphadrive_trl.sft --config $(SIM_SFT_RECIPE) --dataset_name $(SIM_DIR)/data --model_name_or_path $(BASE_MODEL) --output_dir $(SIM_DIR)/sft $(SIM_SFT_ARGS)
-	$(PY) -m alphadrive_trl.grpo --config $(SIM_GRPO_RECIPE) --dataset_name $(SIM_DIR)/data --model_name_or_path $(SIM_DIR)/sft --output_dir $(SIM_DIR)/grpo $(SIM_GRPO_ARGS)
+	$(PY) -m alphadrive_trl.sft --config $(SIM_SFT_RECIPE) --dataset_name $(SIM_DIR)/data --model_name_or_path $(BASE_MODEL) --output_dir $(SIM_DIR)/sft $(SIM_PROMPT_ARGS) $(SIM_SFT_ARGS)
+	$(PY) -m alphadrive_trl.grpo --config $(SIM_GRPO_RECIPE) --dataset_name $(SIM_DIR)/data --model_name_or_path $(SIM_DIR)/sft --output_dir $(SIM_DIR)/grpo $(SIM_PROMPT_ARGS) $(SIM_GRPO_ARGS)
 	@rm -f $(SIM_DIR)/eval/sft/predictions.jsonl $(SIM_DIR)/eval/grpo/predictions.jsonl
 	$(call evaluate,$(SIM_DIR)/sft,$(SIM_DIR)/eval/sft,--dataset $(SIM_DIR)/data --split test $(SIM_EVAL_FLAGS))
 	$(call evaluate,$(SIM_DIR)/grpo,$(SIM_DIR)/eval/grpo,--dataset $(SIM_DIR)/data --split test $(SIM_EVAL_FLAGS))

@@ -16,7 +16,8 @@ every `--stride`-th decision (decisions are 0.5 s apart) a row is written:
 - `reasoning`: a sentence template filled from the simulator state at the decision (`data_prep.highway_scene`: the
   vehicle ahead and its gap, free adjacent lanes, the route, the intersection), explaining the label; and
   `feasible_actions`: the label plus the alternatives that state allows (e.g. a lane change the gaps allow as well as
-  slowing down); `source = "highway_env"`.
+  slowing down); `scene_facts`: the same state in words without the decision (what the `answer_only_facts` prompt
+  template puts in the prompt: the privileged-perception variant); `source = "highway_env"`.
 
 Decisions without a full 3 s future (the end of an episode) or without enough history are skipped, and episodes in
 which the expert crashed are dropped; both are counted in the dataset card. Splits are by episode, so no episode
@@ -43,7 +44,7 @@ from tqdm.auto import tqdm
 
 from alphadrive_trl.entrypoint import command
 from alphadrive_trl.labelling import LABELLER_MODES, LabellerThresholds, future_waypoints, label_trajectory
-from data_prep.highway_scene import feasible_plans, scene_reasoning, scene_state
+from data_prep.highway_scene import feasible_plans, scene_description, scene_reasoning, scene_state
 
 logger = logging.getLogger(__name__)
 
@@ -129,8 +130,8 @@ def episode_rows(
 ):
     """Canonical rows of one expert episode (`closed_loop.run_episode(..., keep_frames=True)`) and skip reasons.
 
-    `states` (one `highway_scene.SceneState` per decision, as `SceneRecordingExpert` records them) fill `reasoning`
-    and `feasible_actions`; without them both are None."""
+    `states` (one `highway_scene.SceneState` per decision, as `SceneRecordingExpert` records them) fill `reasoning`,
+    `scene_facts` and `feasible_actions`; without them all three are None."""
     from PIL import Image
 
     from alphadrive_trl.closed_loop import frame_roles
@@ -168,6 +169,7 @@ def episode_rows(
                 "speed_action": speed_action,
                 "path_action": path_action,
                 "reasoning": scene_reasoning(state, speed_action, path_action) if state else None,
+                "scene_facts": scene_description(state) if state else None,
                 "feasible_actions": feasible_plans(state, speed_action, path_action) if state else None,
                 "trajectory": np.round(waypoints, 3).tolist(),
                 "source": SOURCE,
@@ -197,7 +199,7 @@ def _features():
 
     from alphadrive_trl.data import DRIVING_FEATURES
 
-    return Features({**DRIVING_FEATURES, "split": Value("string")})
+    return Features({**DRIVING_FEATURES, "scene_facts": Value("string"), "split": Value("string")})
 
 
 def build_dataset(

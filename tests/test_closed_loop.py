@@ -259,6 +259,36 @@ def test_trajectory_policy_drives_from_waypoints(sim, vlm_dirs):
 
 
 @pytest.mark.sim
+@pytest.mark.slow
+def test_facts_policy_reads_the_scene_from_the_simulator(sim, tiny_model_dir, tmp_path):
+    from alphadrive_trl.closed_loop.scene import scene_description, scene_state
+
+    model_dir = shutil.copytree(tiny_model_dir, tmp_path / "tiny-facts")
+    (model_dir / "alphadrive_config.json").write_text(
+        json.dumps({"prompt_template": "answer_only_facts", "max_images": 2})
+    )
+    policy = sim.load_policy(str(model_dir), max_new_tokens=4)
+    seen, expected = [], []
+    generate = policy.generate
+
+    def recording_generate(frames, ego_speed, navigation, scene_facts=None):
+        seen.append((len(frames), scene_facts))
+        return generate(frames, ego_speed, navigation, scene_facts)
+
+    def recording_decide(context):  # what the data builder would have written for this decision
+        expected.append(scene_description(scene_state(context.env, context.scenario, context.navigation,
+                                                      context.ego_speed)))  # fmt: skip
+        return type(policy).decide(policy, context)
+
+    policy.generate, policy.decide = recording_generate, recording_decide
+    result = drive(sim, "merge", policy, seed=3, max_decisions=2, frame_size=SMALL_FRAME)
+    assert result.decisions == 2
+    assert [facts for _, facts in seen] == expected
+    assert all(facts.startswith("On a ") and "merge section" in facts for facts in expected)
+    assert [count for count, _ in seen] == [1, 2]  # the first decision's missing frame is padded in `example`
+
+
+@pytest.mark.sim
 def test_cli_run_writes_metrics_and_gif(sim, tmp_path):
     out = tmp_path / "keep"
     code = sim.main(["--model", "keep", "--env", "merge", "--episodes", "2", "--seed", "4", "--max-decisions", "3",

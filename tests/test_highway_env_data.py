@@ -104,6 +104,7 @@ def test_build_dataset_from_short_expert_episodes(tmp_path):
     assert row["source"] == "highway_env"
     for sample in train:  # templated from the simulator state; the label is always among the feasible plans
         assert sample["reasoning"].startswith(("On a ", "Approaching", "Inside", "Leaving"))
+        assert sample["reasoning"].startswith(sample["scene_facts"] + " So I ")  # the facts, then the decision
         assert f"{sample['speed_action']}, {sample['path_action']}" in sample["feasible_actions"]
     assert row["image_roles"] == ["top_down", "top_down_t-1"]
     assert row["images"][0].size == (64, 32)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from data_prep.highway_scene import SceneState, feasible_plans, scene_reasoning
+from data_prep.highway_scene import SceneState, feasible_plans, scene_description, scene_reasoning
 
 CLOSE_SLOWER_LEAD = SceneState(
     "highway", 28.0, 30.0, lanes=3, lead_gap=20.0, lead_speed=21.0, left_lane="free", right_lane="occupied"
@@ -88,3 +88,20 @@ def test_a_lead_that_is_not_slower_offers_no_lane_change():
 def test_free_sides():
     assert CLOSE_SLOWER_LEAD.free_sides == ("left",)
     assert SceneState("merge", 1.0, 30.0, left_lane="free", right_lane="free").free_sides == ("left", "right")
+
+
+def test_scene_description_is_the_reasoning_without_the_decision():
+    assert scene_description(CLOSE_SLOWER_LEAD) == (
+        "On a 3-lane highway at 28 m/s (cruise 30 m/s). A vehicle is 20 m ahead (close) at 21 m/s, slower than me. "
+        "The left lane is free; the right lane is occupied."
+    )
+    assert scene_description(WAITING_AT_INTERSECTION) == (
+        "Approaching an unsignalised intersection at 0 m/s; the route says turn left at the next intersection. "
+        "My lane is clear ahead. 2 vehicles cross my path near the box."
+    )
+    for state in (CLOSE_SLOWER_LEAD, FREE_ROAD, WAITING_AT_INTERSECTION):
+        for speed, path in (("KEEP", "STRAIGHT"), ("STOP", "LEFT_TURN")):
+            reasoning = scene_reasoning(state, speed, path)
+            assert reasoning.startswith(scene_description(state) + " So I ")
+            # The description never states the decision: no plan word leaks into a privileged prompt.
+            assert not any(word in scene_description(state) for word in ("So I", "slow down", "stop", "accelerate"))

@@ -14,6 +14,7 @@ from transformers import AutoProcessor
 
 from alphadrive_trl.closed_loop import VLMPolicy, frame_roles
 from alphadrive_trl.configs import DrivingScriptArguments, save_driving_config
+from alphadrive_trl.data import DrivingDataError
 from alphadrive_trl.evaluation.generate import _TransformersGenerator
 from alphadrive_trl.image_budget import apply_image_budget, image_tokens_per_image
 from alphadrive_trl.modeling import (
@@ -90,6 +91,30 @@ def test_evaluation_closed_loop_and_sft_metrics_feed_the_model_the_same_inputs(t
         assert other.keys() == reference.keys()
         for key, value in reference.items():
             assert torch.equal(other[key], value), key
+
+
+def test_closed_loop_pads_the_first_decision_and_states_the_scene_facts(tiny_model_dir, tmp_path):
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model_dir)
+    save_driving_config(str(model_dir), DrivingScriptArguments(dataset_name="x", max_images=2,
+                                                               prompt_template="answer_only_facts"))  # fmt: skip
+    policy = VLMPolicy(str(model_dir), max_new_tokens=1)
+    assert policy.history_frames == 1
+    (frame,) = _frames(1)
+    # The first decision of an episode has no earlier frame: the current one stands in, so the image count is the
+    # trained one (2 image placeholders, 2 images).
+    example = policy.example([frame], 8.0, "go straight", scene_facts="My lane is clear ahead.")
+    assert len(example["images"]) == 2
+    assert all(np.array_equal(np.asarray(image), frame) for image in example["images"])
+    content = example["prompt"][0]["content"]
+    assert [part["type"] for part in content] == ["image", "image", "text"]
+    assert "Navigation: go straight. Scene: My lane is clear ahead. Images in order:" in content[-1]["text"]
+    # Later decisions keep the most recent frames only.
+    frames = _frames(3)
+    kept = policy.example(frames, 8.0, "go straight", scene_facts="x")["images"]
+    assert [np.asarray(image)[0, 0, 0] for image in kept] == [60, 120]
+    with pytest.raises(DrivingDataError, match="field=scene_facts"):
+        policy.example(frames, 8.0, "go straight")
 
 
 @pytest.mark.parametrize("arch", ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"])

@@ -46,7 +46,7 @@ PLANNING_TEMPLATES = sorted(name for name, spec in PROMPT_TEMPLATES.items() if s
 @pytest.mark.parametrize("template", PLANNING_TEMPLATES)
 @pytest.mark.parametrize("num_images", [1, 3])
 def test_prompt_layout_and_content(template, num_images):
-    prompt = build_prompt(_row(num_images), template)
+    prompt = build_prompt(_row(num_images, scene_facts="A vehicle is 20 m ahead (close)."), template)
     assert len(prompt) == 1 and prompt[0]["role"] == "user"
     content = prompt[0]["content"]
     assert content[:num_images] == [{"type": "image"}] * num_images
@@ -54,13 +54,34 @@ def test_prompt_layout_and_content(template, num_images):
     text = content[-1]["text"]
     assert "Speed 8.0 m/s." in text and "Navigation: change to the left lane." in text
     assert all(word in text for word in SPEED_ACTIONS + PATH_ACTIONS)
-    assert ("<think>" in text and "</think>" in text) == (template != "answer_only")
+    assert ("<think>" in text and "</think>" in text) == (PROMPT_TEMPLATES[template].target == "plan")
+    assert ("Scene: A vehicle is 20 m ahead (close)." in text) == PROMPT_TEMPLATES[template].with_scene_facts
     assert "<answer> SPEED, PATH </answer>" in text
     assert ("Images in order:" in text) == (num_images > 1)
     if num_images == 3:
         assert "Images in order: front camera, front camera 1 frame earlier, front-left camera." in text
     assert ("<trajectory>" in text) == (template == "trajectory")
     assert len(text) < 450  # short: tiny models train on CPU
+
+
+def test_scene_facts_template_states_the_scene_after_the_navigation():
+    row = _row(2, image_roles=["top_down", "top_down_t-1"], scene_facts=" My lane is clear ahead. ")
+    text = build_prompt(row, "answer_only_facts")[0]["content"][-1]["text"]
+    assert text == (
+        "Speed 8.0 m/s. Navigation: change to the left lane. Scene: My lane is clear ahead. Images in order: "
+        "top down, top down 1 frame earlier. Plan the next 3 s. SPEED: KEEP, ACCELERATE, DECELERATE, STOP. "
+        "PATH: STRAIGHT, RIGHT_CHANGE, LEFT_CHANGE, RIGHT_TURN, LEFT_TURN. Reply <answer> SPEED, PATH </answer>."
+    )
+    assert (
+        build_completion(row, "answer_only_facts")[0]["content"][0]["text"] == "<answer> KEEP, LEFT_CHANGE </answer>"
+    )
+
+
+@pytest.mark.parametrize("facts", [None, "", "   "])
+def test_scene_facts_template_names_the_row_without_facts(facts):
+    row = _row(scene_facts=facts) if facts is not None else _row()
+    with pytest.raises(DrivingDataError, match=r"sample_id=s-1 field=scene_facts: .*data_prep.highway_env"):
+        build_prompt(row, "answer_only_facts")
 
 
 def test_prompt_orders_front_first_and_truncates():

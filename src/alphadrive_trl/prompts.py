@@ -61,16 +61,26 @@ class PromptTemplate:
     tag format. `target` is what the SFT completion holds: `plan` (`<think> reasoning </think> <answer> S, P
     </answer>`), `answer` (the answer block only: no reasoning even where the row has some) or `caption` (the row's
     `caption` column: perception pre-training, no plan); `with_trajectory` appends the expert trajectory to SFT
-    targets (trajectory mode)."""
+    targets (trajectory mode); `with_scene_facts` states the row's `scene_facts` (the scene in words, e.g. from the
+    simulator's state) after the navigation command: privileged perception, an upper bound for the image alone."""
 
     name: str
     instruction: str
     answer_format: str
     with_trajectory: bool = False
     target: str = "plan"
+    with_scene_facts: bool = False
 
     def text(self, row: Mapping[str, Any], roles: list[str]) -> str:
         parts = [f"Speed {float(row['ego_speed']):.1f} m/s.", f"Navigation: {str(row['navigation']).strip()}."]
+        if self.with_scene_facts:
+            facts = row.get("scene_facts")
+            if not isinstance(facts, str) or not facts.strip():
+                raise DrivingDataError(
+                    f"sample_id={row.get('sample_id')} field=scene_facts: template {self.name!r} states the scene "
+                    "in words, but the row has none (`python -m data_prep.highway_env` writes them)"
+                )
+            parts.append(f"Scene: {facts.strip()}")
         if len(roles) > 1:
             parts.append(f"Images in order: {', '.join(describe_role(role) for role in roles)}.")
         parts.append(self.instruction)
@@ -101,6 +111,15 @@ PROMPT_TEMPLATES: dict[str, PromptTemplate] = {
         instruction=f"Plan the next 3 s. {_VOCABULARIES}",
         answer_format="Reply <answer> SPEED, PATH </answer>.",
         target="answer",
+    ),
+    # The scene's facts in words in the prompt (`scene_facts`, highway-env rows): what the policy would plan if it
+    # perceived perfectly, to tell perception errors from decision errors (`make sim-demo SIM_PROMPT=facts`).
+    "answer_only_facts": PromptTemplate(
+        name="answer_only_facts",
+        instruction=f"Plan the next 3 s. {_VOCABULARIES}",
+        answer_format="Reply <answer> SPEED, PATH </answer>.",
+        target="answer",
+        with_scene_facts=True,
     ),
     # Perception pre-training (`make base-model`): describe the scene; the target is the row's `caption`.
     "describe": PromptTemplate(

@@ -58,7 +58,8 @@ class VLMPolicy(DrivingPolicy):
 
     At each decision the model gets the current top-down frame (plus `history_frames` earlier ones) and the prompt of
     the template saved with the checkpoint (`alphadrive_config.json`: template, image budget, max images), built by
-    `prompts.build_prompt` exactly as in training. It answers greedily; the plan maps to a meta-action through
+    `prompts.build_prompt` exactly as in training; templates with `with_scene_facts` also get the scene in words, read
+    from the simulator (`scene.scene_description`). It answers greedily; the plan maps to a meta-action through
     `plan_to_meta_action`. An answer that does not parse becomes `FALLBACK_META_ACTION` (`IDLE`: keep lane and target
     speed) and is counted as invalid.
 
@@ -102,23 +103,31 @@ class VLMPolicy(DrivingPolicy):
     def reset(self, seed: int) -> None:
         self._torch.manual_seed(seed)
 
-    def example(self, frames: Sequence[np.ndarray], ego_speed: float, navigation: str) -> dict[str, Any]:
+    def example(
+        self, frames: Sequence[np.ndarray], ego_speed: float, navigation: str, scene_facts: str | None = None
+    ) -> dict[str, Any]:
         """The generation example (`modeling.generation_example`) of one decision: the row a dataset built from
-        these frames would hold, with the current frame and `history_frames` earlier ones."""
+        these frames would hold, with the current frame and `history_frames` earlier ones. Before the history fills
+        (the first decisions of an episode) the oldest frame stands in for the missing ones: the model always gets
+        the image count it was trained with (with fewer images it gave no valid answer)."""
         from PIL import Image
 
         from ..modeling import generation_example
 
-        images = [Image.fromarray(np.asarray(frame)) for frame in frames[: self.history_frames + 1]]
+        frames = list(frames[: self.history_frames + 1])
+        frames += frames[-1:] * (self.history_frames + 1 - len(frames))
+        images = [Image.fromarray(np.asarray(frame)) for frame in frames]
         row = {"images": images, "image_roles": frame_roles(len(images)), "ego_speed": ego_speed,
-               "navigation": navigation}  # fmt: skip
+               "navigation": navigation, "scene_facts": scene_facts}  # fmt: skip
         return generation_example(row, self.template, self.max_images)
 
-    def generate(self, frames: Sequence[np.ndarray], ego_speed: float, navigation: str) -> str:
+    def generate(
+        self, frames: Sequence[np.ndarray], ego_speed: float, navigation: str, scene_facts: str | None = None
+    ) -> str:
         """The model's answer for one decision."""
         from ..modeling import generate_answers
 
-        example = self.example(frames, ego_speed, navigation)
+        example = self.example(frames, ego_speed, navigation, scene_facts)
         return generate_answers(
             self.model,
             self.processor,
@@ -136,8 +145,17 @@ class VLMPolicy(DrivingPolicy):
                 return next(iter(words.speed)), next(iter(words.path))
         return parse_answer_strict(text)
 
+    def scene_facts(self, context: DrivingContext) -> str | None:
+        """The scene in words for templates that state it (`answer_only_facts`): read from the live simulator exactly
+        as the data builder wrote the rows' `scene_facts`; None for every other template."""
+        if not self.template.with_scene_facts:
+            return None
+        from .scene import scene_description, scene_state
+
+        return scene_description(scene_state(context.env, context.scenario, context.navigation, context.ego_speed))
+
     def decide(self, context: DrivingContext) -> Decision:
-        text = self.generate(context.frames, context.ego_speed, context.navigation)
+        text = self.generate(context.frames, context.ego_speed, context.navigation, self.scene_facts(context))
         plan = self.plan_from_text(text, context.ego_speed)
         if plan is None:
             return Decision(FALLBACK_META_ACTION, text=text, valid=False)
