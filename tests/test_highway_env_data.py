@@ -106,6 +106,11 @@ def test_build_dataset_from_short_expert_episodes(tmp_path):
         assert sample["reasoning"].startswith(("On a ", "Approaching", "Inside", "Leaving"))
         assert sample["reasoning"].startswith(sample["scene_facts"] + " So I ")  # the facts, then the decision
         assert f"{sample['speed_action']}, {sample['path_action']}" in sample["feasible_actions"]
+    approaching = [s["scene_facts"] for s in train if s["scene_facts"].startswith("Approaching")]
+    assert len(approaching) == 4  # the intersection episode's rows, each with the yield rule's view of the crossing
+    assert all(
+        any(end in facts for end in ("enough to go.", "if I went now.", "is blocked.")) for facts in approaching
+    )
     assert row["image_roles"] == ["top_down", "top_down_t-1"]
     assert row["images"][0].size == (64, 32)
     assert len(row["trajectory"]) == 6

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from data_prep.highway_scene import SceneState, feasible_plans, scene_description, scene_reasoning
@@ -99,6 +101,14 @@ def test_scene_description_is_the_reasoning_without_the_decision():
         "Approaching an unsignalised intersection at 0 m/s; the route says turn left at the next intersection. "
         "My lane is clear ahead. 2 vehicles cross my path near the box."
     )
+    # What the expert's yield rule sees, where it was read from the simulator.
+    for crossing, sentence in (
+        ("clear", "The gap in the crossing traffic is large enough to go."),
+        ("conflict", "A crossing vehicle would meet me if I went now."),
+        ("exit blocked", "The road beyond the box is blocked."),
+    ):
+        state = dataclasses.replace(WAITING_AT_INTERSECTION, crossing=crossing)
+        assert scene_description(state) == scene_description(WAITING_AT_INTERSECTION) + " " + sentence
     for state in (CLOSE_SLOWER_LEAD, FREE_ROAD, WAITING_AT_INTERSECTION):
         for speed, path in (("KEEP", "STRAIGHT"), ("STOP", "LEFT_TURN")):
             reasoning = scene_reasoning(state, speed, path)

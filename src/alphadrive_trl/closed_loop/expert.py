@@ -13,6 +13,9 @@ import numpy as np
 from .base import Decision, DrivingContext, DrivingPolicy
 from .scenarios import DECISION_DT
 
+# `ExpertPolicy.crossing_status`: what the yield rule sees at an intersection.
+CROSSING_CLEAR, CROSSING_CONFLICT, CROSSING_EXIT_BLOCKED = "clear", "conflict", "exit blocked"
+
 
 class ExpertPolicy(DrivingPolicy):
     """A rule-based driver that does not crash: the data source for `data_prep/highway_env.py` and the upper
@@ -119,30 +122,39 @@ class ExpertPolicy(DrivingPolicy):
 
     # Yielding at intersections --------------------------------------------------------------------------------------
 
-    def _yield_acceleration(self, shadow, ego, road) -> float:
-        """The acceleration the yield rule allows (`inf` when it does not constrain the ego)."""
+    def crossing_status(self, ego, road, *, ignore: tuple = ()) -> str | None:
+        """What the yield rule sees at an intersection: `exit blocked` (approaching, and a slow vehicle stands on the
+        route within the box or just beyond it), `conflict` (a vehicle would meet the ego if it went now) or
+        `clear`; None on the exit road and away from intersections, where nothing crosses. `ignore`: vehicles left
+        out (the ego's IDM shadow)."""
         stage = ego.lane_index[0]
         if not stage.startswith(("o", "ir")):
-            return math.inf  # on the exit road nothing crosses any more
+            return None  # on the exit road nothing crosses any more
         approaching = stage.startswith("o")
-        to_line = ego.lane.length - ego.lane.local_coordinates(ego.position)[0] if approaching else 0.0
-        if approaching and self._exit_blocked(ego, road, to_line):
-            return _stop_line_acceleration(shadow, to_line)
+        if approaching and self._exit_blocked(ego, road, _distance_to_line(ego)):
+            return CROSSING_EXIT_BLOCKED
         times = np.arange(DECISION_DT / 2, self.yield_horizon + 1e-9, DECISION_DT / 2)
         # The ego "goes": it accelerates comfortably from its current speed up to the cruise speed.
         cruise = float(ego.target_speeds[-1])
         ego_path = _route_samples(ego, road, _accelerating_distances(ego.speed, cruise, self.go_acceleration, times))
         for other in road.vehicles:
-            if other is ego or other is shadow or np.linalg.norm(other.position - ego.position) > 60:
+            if other is ego or any(other is v for v in ignore) or np.linalg.norm(other.position - ego.position) > 60:
                 continue
             if _is_behind_in_same_direction(ego, other):
                 continue  # followers are theirs to handle
             other_path = _poses_along_route(other, road, other.speed, times)
             if _paths_conflict(ego_path, other_path, times, self.yield_distance, self.yield_time_margin):
-                if not approaching:
-                    return math.inf if ego.speed > 1.0 else 0.0  # inside the box: clear it, never stop there
-                return _stop_line_acceleration(shadow, to_line)
-        return math.inf
+                return CROSSING_CONFLICT
+        return CROSSING_CLEAR
+
+    def _yield_acceleration(self, shadow, ego, road) -> float:
+        """The acceleration the yield rule allows (`inf` when it does not constrain the ego)."""
+        status = self.crossing_status(ego, road, ignore=(shadow,))
+        if status in (None, CROSSING_CLEAR):
+            return math.inf
+        if ego.lane_index[0].startswith("o"):  # approaching: stop at the line
+            return _stop_line_acceleration(shadow, _distance_to_line(ego))
+        return math.inf if ego.speed > 1.0 else 0.0  # inside the box: clear it, never stop there
 
     @staticmethod
     def _exit_blocked(ego, road, to_line: float) -> bool:
@@ -151,6 +163,11 @@ class ExpertPolicy(DrivingPolicy):
         box_length = road.network.get_lane((*route_box[0][:2], 0)).length if route_box else 20.0
         leader, gap = _leader_along_route(ego, road, lookahead=to_line + box_length + 12.0)
         return leader is not None and leader.speed < 3.0 and gap > to_line
+
+
+def _distance_to_line(ego) -> float:
+    """Metres from the ego's centre to the stop line at the end of its approach lane."""
+    return ego.lane.length - ego.lane.local_coordinates(ego.position)[0]
 
 
 class _StandingObstacle:

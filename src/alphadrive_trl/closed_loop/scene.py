@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from .expert import _leader_along_route
+from .expert import CROSSING_CLEAR, CROSSING_CONFLICT, CROSSING_EXIT_BLOCKED, ExpertPolicy, _leader_along_route
 
 LANE_NONE, LANE_FREE, LANE_OCCUPIED = "none", "free", "occupied"
 # Beyond this time gap the vehicle ahead does not constrain the ego (IDM's 1.5 s time headway, with a margin).
@@ -31,7 +31,8 @@ class SceneState:
     `lead_gap` is bumper to bumper along the ego's route (None: no vehicle ahead within sight). `left_lane` and
     `right_lane` are `none` (no drivable lane there), `free` or `occupied`. `intersection` is None on the highway
     and merge roads, else `approaching`, `inside` or `exiting`; `crossing_vehicles` counts vehicles near the box whose
-    heading crosses the ego's.
+    heading crosses the ego's; `crossing` is what the expert's yield rule sees before and in the box (`clear`,
+    `conflict`: a vehicle would meet the ego if it went now, `exit blocked`), None where nothing crosses any more.
     """
 
     scenario: str
@@ -45,6 +46,7 @@ class SceneState:
     right_lane: str = LANE_NONE
     intersection: str | None = None
     crossing_vehicles: int = 0
+    crossing: str | None = None
 
     @property
     def lead_is_close(self) -> bool:
@@ -93,11 +95,22 @@ def _lanes_sentence(state: SceneState) -> str:
     return (parts[0][0].upper() + parts[0][1:]) + "; " + parts[1] + "."
 
 
+_CROSSING_SENTENCES = {
+    CROSSING_CLEAR: "The gap in the crossing traffic is large enough to go.",
+    CROSSING_CONFLICT: "A crossing vehicle would meet me if I went now.",
+    CROSSING_EXIT_BLOCKED: "The road beyond the box is blocked.",
+}
+
+
 def _crossing_sentence(state: SceneState) -> str:
     if state.crossing_vehicles == 0:
-        return "No vehicle crosses my path."
-    noun = "vehicle crosses" if state.crossing_vehicles == 1 else "vehicles cross"
-    return f"{state.crossing_vehicles} {noun} my path near the box."
+        sentence = "No vehicle crosses my path."
+    else:
+        noun = "vehicle crosses" if state.crossing_vehicles == 1 else "vehicles cross"
+        sentence = f"{state.crossing_vehicles} {noun} my path near the box."
+    if state.crossing is not None:
+        sentence += " " + _CROSSING_SENTENCES[state.crossing]
+    return sentence
 
 
 def scene_description(state: SceneState) -> str:
@@ -138,11 +151,16 @@ def scene_state(env: Any, scenario: Any, navigation: str, ego_speed: float) -> S
     if scenario.crossing_traffic:
         state["intersection"] = _intersection_stage(ego)
         state["crossing_vehicles"] = _crossing_vehicles(ego, road)
+        state["crossing"] = _YIELD_RULE.crossing_status(ego, road)
     else:
         state["lanes"] = len(road.network.all_side_lanes(ego.lane_index))
         state["left_lane"] = _side_lane_status(ego, road, -1)
         state["right_lane"] = _side_lane_status(ego, road, +1)
     return SceneState(**state)
+
+
+# The data's expert (default settings): its yield rule judges the gaps in the crossing traffic.
+_YIELD_RULE = ExpertPolicy()
 
 
 def _intersection_stage(ego) -> str:
