@@ -48,10 +48,8 @@ SIM_SFT_RECIPE ?= recipes/tiny-qwen2.5-vl/sft/config_sim_demo.yaml
 SIM_GRPO_RECIPE ?= recipes/tiny-qwen2.5-vl/grpo/config_sim_demo.yaml
 SIM_SFT_ARGS ?=
 SIM_GRPO_ARGS ?=
-# SIM_PROMPT=answer_only_facts: both stages (and the closed loop) also state the scene in words from the simulator's
-# state (privileged perception: what the same training gives when perception is solved; docs/closed_loop.md).
-SIM_PROMPT ?=
-SIM_PROMPT_ARGS = $(if $(SIM_PROMPT),--prompt_template $(SIM_PROMPT))
+# `make sim-demo-facts`: the same with the scene in words in the prompt too (privileged perception; its own recipes).
+SIM_FACTS_DIR ?= outputs/sim-demo-facts
 SIM_EVAL_FLAGS ?= --num-samples 4 --batch-size 32 --max-new-tokens 24
 SIM_DRIVE_EPISODES ?= 10
 SIM_DRIVE_SEED ?= 0
@@ -79,7 +77,7 @@ export OMP_NUM_THREADS ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export PYTHONWARNINGS ?= ignore
 
-.PHONY: help install test test-fast quality style data tiny-model base-model sft grpo pipeline pipeline-sft pipeline-grpo eval eval-sft eval-grpo eval-compare eval-curves eval-sft-beside demo bench gpu-check reproduce closed-loop sim-demo clean
+.PHONY: help install test test-fast quality style data tiny-model base-model sft grpo pipeline pipeline-sft pipeline-grpo eval eval-sft eval-grpo eval-compare eval-curves eval-sft-beside demo bench gpu-check reproduce closed-loop sim-demo sim-demo-facts clean
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
@@ -189,8 +187,8 @@ closed-loop: install ## Closed-loop driving in highway-env: demo checkpoint vs e
 sim-demo: install ## Train and drive in highway-env: expert rollouts -> SFT -> GRPO -> open-loop eval -> closed loop (SIM_DIR)
 	@$(MAKE) --no-print-directory base-model
 	$(PY) -m data_prep.highway_env --output-dir $(SIM_DIR)/data --episodes $(SIM_EPISODES) --seed $(SIM_DATA_SEED) --overwrite $(SIM_DATA_FLAGS)
-	$(PY) -m alphadrive_trl.sft --config $(SIM_SFT_RECIPE) --dataset_name $(SIM_DIR)/data --model_name_or_path $(BASE_MODEL) --output_dir $(SIM_DIR)/sft $(SIM_PROMPT_ARGS) $(SIM_SFT_ARGS)
-	$(PY) -m alphadrive_trl.grpo --config $(SIM_GRPO_RECIPE) --dataset_name $(SIM_DIR)/data --model_name_or_path $(SIM_DIR)/sft --output_dir $(SIM_DIR)/grpo $(SIM_PROMPT_ARGS) $(SIM_GRPO_ARGS)
+	$(PY) -m alphadrive_trl.sft --config $(SIM_SFT_RECIPE) --dataset_name $(SIM_DIR)/data --model_name_or_path $(BASE_MODEL) --output_dir $(SIM_DIR)/sft $(SIM_SFT_ARGS)
+	$(PY) -m alphadrive_trl.grpo --config $(SIM_GRPO_RECIPE) --dataset_name $(SIM_DIR)/data --model_name_or_path $(SIM_DIR)/sft --output_dir $(SIM_DIR)/grpo $(SIM_GRPO_ARGS)
 	@rm -f $(SIM_DIR)/eval/sft/predictions.jsonl $(SIM_DIR)/eval/grpo/predictions.jsonl
 	$(call evaluate,$(SIM_DIR)/sft,$(SIM_DIR)/eval/sft,--dataset $(SIM_DIR)/data --split test $(SIM_EVAL_FLAGS))
 	$(call evaluate,$(SIM_DIR)/grpo,$(SIM_DIR)/eval/grpo,--dataset $(SIM_DIR)/data --split test $(SIM_EVAL_FLAGS))
@@ -198,6 +196,10 @@ sim-demo: install ## Train and drive in highway-env: expert rollouts -> SFT -> G
 	$(PY) -m alphadrive_trl.evaluation curves $(SIM_DIR)/sft $(SIM_DIR)/grpo --names SFT GRPO --output $(SIM_DIR)/eval/training_curves.png
 	$(PY) -m alphadrive_trl.closed_loop compare --models expert keep random sft=$(SIM_DIR)/sft grpo=$(SIM_DIR)/grpo --episodes $(SIM_DRIVE_EPISODES) --seed $(SIM_DRIVE_SEED) --output-dir $(SIM_DIR)/closed-loop $(SIM_DRIVE_FLAGS)
 	@echo "Open loop: $(SIM_DIR)/eval/comparison.md; closed loop: $(SIM_DIR)/closed-loop/comparison.md"
+
+sim-demo-facts: ## `make sim-demo` with the scene in words in the prompt (privileged perception) -> SIM_FACTS_DIR
+	$(MAKE) sim-demo SIM_DIR=$(SIM_FACTS_DIR) SIM_SFT_RECIPE=recipes/tiny-qwen2.5-vl/sft/config_sim_demo_facts.yaml \
+		SIM_GRPO_RECIPE=recipes/tiny-qwen2.5-vl/grpo/config_sim_demo_facts.yaml
 
 clean: ## Remove outputs and caches (keeps .venv and data)
 	rm -rf outputs .pytest_cache .ruff_cache .hypothesis

@@ -86,3 +86,10 @@ def test_sim_demo_trains_on_rollout_seeds_and_drives_on_others():
     assert "curves /tmp/sim/sft /tmp/sim/grpo --names SFT GRPO --output /tmp/sim/eval/training_curves.png" in commands
     # The rollouts carry one earlier frame (the sim recipes' max_images 2 gives it to the policies when driving).
     assert "--seed 1000 --overwrite --stride 1 --history-frames 1" in commands
+
+
+def test_sim_demo_facts_runs_sim_demo_with_its_own_recipes():
+    commands = dry_run("sim-demo-facts", "SIM_FACTS_DIR=/tmp/facts")
+    assert "SIM_DIR=/tmp/facts" in commands
+    assert "SIM_SFT_RECIPE=recipes/tiny-qwen2.5-vl/sft/config_sim_demo_facts.yaml" in commands
+    assert "SIM_GRPO_RECIPE=recipes/tiny-qwen2.5-vl/grpo/config_sim_demo_facts.yaml" in commands

@@ -152,3 +152,21 @@ def test_sim_warm_up_repeats_the_rare_slow_down_label():
     assert script_args.repeat_actions == {"DECELERATE": 3} and script_args.stage == "sft"
     grpo = yaml.safe_load((RECIPES / "tiny-qwen2.5-vl" / "grpo" / "config_sim_demo.yaml").read_text())
     assert grpo["repeat_actions"] == {"DECELERATE": 3} and grpo["stage"] == "grpo"
+
+
+def test_sim_facts_recipes_differ_from_the_vision_ones_only_where_documented():
+    # The privileged-perception variant measures what perception costs: same data split, base, budget and schedule;
+    # the scene in words in the prompt, ACCELERATE repeated too, and no `safety` reward in GRPO (section 14).
+    tiny = RECIPES / "tiny-qwen2.5-vl"
+    for stage, changed in (
+        ("sft", {"prompt_template", "repeat_actions", "dataset_name", "output_dir"}),
+        ("grpo", {"prompt_template", "repeat_actions", "dataset_name", "output_dir", "model_name_or_path",
+                  "reward_funcs", "reward_weights", "safety_penalty"}),
+    ):  # fmt: skip
+        vision = yaml.safe_load((tiny / stage / "config_sim_demo.yaml").read_text())
+        facts = yaml.safe_load((tiny / stage / "config_sim_demo_facts.yaml").read_text())
+        assert {k for k in vision.keys() | facts.keys() if vision.get(k) != facts.get(k)} == changed
+        assert facts["prompt_template"] == "answer_only_facts"
+        assert facts["repeat_actions"] == {"DECELERATE": 3, "ACCELERATE": 3}
+        assert facts["output_dir"] == f"outputs/sim-demo-facts/{stage}"
+    assert facts["reward_funcs"] == ["speed_planning", "path_planning"] and "safety_penalty" not in facts
