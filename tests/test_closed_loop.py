@@ -289,6 +289,18 @@ def test_facts_policy_reads_the_scene_from_the_simulator(sim, tiny_model_dir, tm
 
 
 @pytest.mark.sim
+def test_an_intersection_built_first_leaves_later_traffic_unchanged(sim, monkeypatch):
+    from alphadrive_trl.closed_loop import scenarios
+
+    scenarios._restore_idm_defaults()
+    reference = drive(sim, "merge", sim.ExpertPolicy(), seed=1, frame_size=SMALL_FRAME)
+    monkeypatch.setattr(scenarios, "_IDM_DEFAULTS", {})  # as in a fresh process...
+    sim.make_env("intersection", SMALL_FRAME).close()  # ...whose first env is an intersection (built = reset once)
+    again = drive(sim, "merge", sim.ExpertPolicy(), seed=1, frame_size=SMALL_FRAME)
+    assert (again.distance, again.final_position) == (reference.distance, reference.final_position)
+
+
+@pytest.mark.sim
 def test_cli_run_writes_metrics_and_gif(sim, tmp_path):
     out = tmp_path / "keep"
     code = sim.main(["--model", "keep", "--env", "merge", "--episodes", "2", "--seed", "4", "--max-decisions", "3",

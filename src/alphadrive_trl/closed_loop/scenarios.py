@@ -188,6 +188,7 @@ def make_env(scenario: str | Scenario, frame_size: tuple[int, int] | None = None
     gymnasium = require_highway_env()
     scenario = get_scenario(scenario)
     _ensure_runtime_dir()
+    _remember_idm_defaults()
     with warnings.catch_warnings():
         # merge-generic-v0 / intersection-v0 are "out of date" for gymnasium: their v1/v2 successors switch on
         # highway-env 1.12's connected-lane neighbour search for the traffic, which changes its behaviour (and the
@@ -214,16 +215,24 @@ def _ensure_runtime_dir() -> None:
 
 
 # highway-env's intersection sets IDMVehicle class attributes (jam distance, comfort accelerations) for its traffic
-# and never restores them, which would change the traffic of every later highway/merge episode in the process.
+# and never restores them, which would change the traffic of every later highway/merge episode in the process. The
+# defaults are remembered before the first environment is built: building an intersection env already resets it
+# once, so remembering them at the first episode instead took the intersection's values whenever it came first.
 _IDM_CLASS_ATTRIBUTES = ("DISTANCE_WANTED", "COMFORT_ACC_MAX", "COMFORT_ACC_MIN")
 _IDM_DEFAULTS: dict[str, float] = {}
+
+
+def _remember_idm_defaults() -> None:
+    from highway_env.vehicle.behavior import IDMVehicle
+
+    if not _IDM_DEFAULTS:
+        _IDM_DEFAULTS.update({name: getattr(IDMVehicle, name) for name in _IDM_CLASS_ATTRIBUTES})
 
 
 def _restore_idm_defaults() -> None:
     from highway_env.vehicle.behavior import IDMVehicle
 
-    if not _IDM_DEFAULTS:
-        _IDM_DEFAULTS.update({name: getattr(IDMVehicle, name) for name in _IDM_CLASS_ATTRIBUTES})
+    _remember_idm_defaults()
     for name, value in _IDM_DEFAULTS.items():
         setattr(IDMVehicle, name, value)
 
