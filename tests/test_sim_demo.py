@@ -28,7 +28,11 @@ def _venv_of_this_interpreter(path: Path) -> Path:
 @pytest.mark.sim
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
-def test_sim_demo_target_runs_every_stage(tmp_path, tiny_model_dir):
+@pytest.mark.parametrize(
+    ("target", "dir_variable", "template"),
+    [("sim-demo", "SIM_DIR", "answer_only"), ("sim-demo-facts", "SIM_FACTS_DIR", "answer_only_facts")],
+)
+def test_sim_demo_target_runs_every_stage(tmp_path, tiny_model_dir, target, dir_variable, template):
     pytest.importorskip("highway_env")
     sim_dir = tmp_path / "sim"
     venv = _venv_of_this_interpreter(tmp_path / "venv")
@@ -37,7 +41,7 @@ def test_sim_demo_target_runs_every_stage(tmp_path, tiny_model_dir):
         "VENV": str(venv),
         "TINY_MODEL": tiny_model_dir,
         "BASE_MODEL": tiny_model_dir,
-        "SIM_DIR": str(sim_dir),
+        dir_variable: str(sim_dir),
         "SIM_EPISODES": "3",
         "SIM_DATA_FLAGS": f"--env highway,intersection --max-decisions 9 --stride 2 --splits 0.4,0.3,0.3 {frames}",
         "SIM_SFT_ARGS": "--max_steps 2 --per_device_train_batch_size 2 --logging_steps 1",
@@ -48,7 +52,7 @@ def test_sim_demo_target_runs_every_stage(tmp_path, tiny_model_dir):
         "SIM_DRIVE_FLAGS": f"--env highway --max-decisions 2 --max-new-tokens 8 {frames}",
     }
     result = subprocess.run(
-        ["make", "--no-print-directory", "sim-demo"] + [f"{name}={value}" for name, value in variables.items()],
+        ["make", "--no-print-directory", target] + [f"{name}={value}" for name, value in variables.items()],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -59,6 +63,8 @@ def test_sim_demo_target_runs_every_stage(tmp_path, tiny_model_dir):
     assert data["splits"] == ["train", "validation", "test"]
     for stage in ("sft", "grpo"):
         assert (sim_dir / stage / "config.json").is_file()
+        # The template travels with the checkpoint: the closed loop below prompts each policy as it was trained.
+        assert json.loads((sim_dir / stage / "alphadrive_config.json").read_text())["prompt_template"] == template
         assert (sim_dir / "eval" / stage / "metrics.json").is_file()
     assert (sim_dir / "eval" / "comparison.md").is_file()
     assert (sim_dir / "eval" / "training_curves.png").read_bytes()[:4] == b"\x89PNG"
