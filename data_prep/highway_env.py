@@ -227,7 +227,15 @@ def build_dataset(
     split_of_episode = {k: name for name, indices in split_ranges(config.episodes, splits).items() for k in indices}
     jobs = [(scenario.name, k) for scenario in scenarios for k in range(config.episodes)]
     num_chunks = math.ceil(len(jobs) / chunk_episodes)
-    store = ChunkStore(output_dir, {"config": asdict(config), "splits": splits, "chunk_episodes": chunk_episodes})
+    # The columns belong to the settings: chunks left by a build of another version (say, without `scene_facts`) are
+    # discarded instead of failing to concatenate with the new ones.
+    settings = {
+        "config": asdict(config),
+        "splits": splits,
+        "chunk_episodes": chunk_episodes,
+        "columns": list(_features()),
+    }
+    store = ChunkStore(output_dir, settings)
     skipped: Counter[str] = Counter()
     envs: dict[str, Any] = {}
     todo = store.missing(num_chunks)

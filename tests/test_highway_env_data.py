@@ -78,6 +78,28 @@ def test_config_validation():
 
 
 @pytest.mark.sim
+def test_a_leftover_build_without_scene_facts_is_not_resumed(tmp_path):
+    pytest.importorskip("highway_env")
+    from dataclasses import asdict
+
+    from datasets import Dataset
+
+    from data_prep.common import ChunkStore
+    from data_prep.highway_env import build_dataset
+
+    config = HighwayDataConfig(scenarios=("highway",), episodes=2, seed=1000, frame_size=(64, 32), max_decisions=8)
+    splits = {"train": 0.5, "validation": 0.0, "test": 0.5}
+    out = tmp_path / "hw"
+    # What an interrupted build of the previous version left: its settings had no column list, its rows no facts.
+    old = ChunkStore(out, {"config": asdict(config), "splits": splits, "chunk_episodes": 10})
+    old.save(0, Dataset.from_dict({"sample_id": ["stale"], "split": ["train"]}))
+    dataset = build_dataset(config, out, splits=splits, progress=False)
+    rows = [row for part in dataset.values() for row in part]
+    assert rows and "stale" not in {row["sample_id"] for row in rows}
+    assert all(row["scene_facts"].startswith("On a ") for row in rows)
+
+
+@pytest.mark.sim
 @pytest.mark.slow
 def test_build_dataset_from_short_expert_episodes(tmp_path):
     pytest.importorskip("highway_env")
