@@ -62,7 +62,8 @@ class PromptTemplate:
     </answer>`), `answer` (the answer block only: no reasoning even where the row has some) or `caption` (the row's
     `caption` column: perception pre-training, no plan); `with_trajectory` appends the expert trajectory to SFT
     targets (trajectory mode); `with_scene_facts` states the row's `scene_facts` (the scene in words, e.g. from the
-    simulator's state) after the navigation command: privileged perception, an upper bound for the image alone."""
+    simulator's state) after the navigation command: privileged perception, to tell perception errors from decision
+    errors."""
 
     name: str
     instruction: str
@@ -113,7 +114,7 @@ PROMPT_TEMPLATES: dict[str, PromptTemplate] = {
         target="answer",
     ),
     # The scene's facts in words in the prompt (`scene_facts`, highway-env rows): what the policy would plan if it
-    # perceived perfectly, to tell perception errors from decision errors (`make sim-demo SIM_PROMPT=facts`).
+    # perceived perfectly, to tell perception errors from decision errors (`make sim-demo-facts`).
     "answer_only_facts": PromptTemplate(
         name="answer_only_facts",
         instruction=f"Plan the next 3 s. {_VOCABULARIES}",
