@@ -42,9 +42,10 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from alphadrive_trl.closed_loop.scene import scene_description, scene_state
 from alphadrive_trl.entrypoint import command
 from alphadrive_trl.labelling import LABELLER_MODES, LabellerThresholds, future_waypoints, label_trajectory
-from data_prep.highway_scene import feasible_plans, scene_description, scene_reasoning, scene_state
+from data_prep.highway_scene import feasible_plans, scene_reasoning
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +131,7 @@ def episode_rows(
 ):
     """Canonical rows of one expert episode (`closed_loop.run_episode(..., keep_frames=True)`) and skip reasons.
 
-    `states` (one `highway_scene.SceneState` per decision, as `SceneRecordingExpert` records them) fill `reasoning`,
+    `states` (one `closed_loop.scene.SceneState` per decision, as `SceneRecordingExpert` records them) fill `reasoning`,
     `scene_facts` and `feasible_actions`; without them all three are None."""
     from PIL import Image
 

@@ -8,34 +8,15 @@ lanes, the route, the intersection) and the expert's plan fill the dataset colum
   well as slowing down behind the vehicle ahead; STOP and DECELERATE near standstill; KEEP and ACCELERATE on a free
   road below the cruise speed).
 
-Both are testable with hand-built states; `scene_state` reads a state from a live environment (`sim` extra), and
-`scene_description` (the row's `scene_facts`) says it in words.
+Both are testable with hand-built states; `alphadrive_trl.closed_loop.scene.scene_state` reads a state from a live
+environment (`sim` extra), and `scene_description` (the row's `scene_facts`) says it in words.
 """
 
 from __future__ import annotations
 
 from alphadrive_trl.actions import ALL_PLANS, plan_to_string
-from alphadrive_trl.closed_loop.scene import (
-    LANE_FREE,
-    LANE_NONE,
-    LANE_OCCUPIED,
-    SceneState,
-    scene_description,
-    scene_state,
-)
+from alphadrive_trl.closed_loop.scene import SceneState, scene_description
 from data_prep.distill_reasoning import PATH_PHRASES
-
-__all__ = [
-    "LANE_FREE",
-    "LANE_NONE",
-    "LANE_OCCUPIED",
-    "NEAR_STANDSTILL",
-    "SceneState",
-    "feasible_plans",
-    "scene_description",
-    "scene_reasoning",
-    "scene_state",
-]
 
 NEAR_STANDSTILL = 3.0  # m/s: below it STOP and DECELERATE lead to the same stop
 

@@ -6,7 +6,8 @@ import dataclasses
 
 import pytest
 
-from data_prep.highway_scene import SceneState, feasible_plans, scene_description, scene_reasoning
+from alphadrive_trl.closed_loop.scene import SceneState, scene_description
+from data_prep.highway_scene import feasible_plans, scene_reasoning
 
 CLOSE_SLOWER_LEAD = SceneState(
     "highway", 28.0, 30.0, lanes=3, lead_gap=20.0, lead_speed=21.0, left_lane="free", right_lane="occupied"
