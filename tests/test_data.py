@@ -15,6 +15,8 @@ from alphadrive_trl.data import (
     DrivingDataError,
     apply_image_budget,
     load_driving_dataset,
+    navigation_paths,
+    overrides_navigation,
     repeat_action_rows,
     select_image_roles,
     select_images,
@@ -220,6 +222,80 @@ def test_repeat_action_rows_repeats_rare_classes_in_place():
         repeat_action_rows(rows, {"DECELERATE": 0})
 
 
+@pytest.mark.parametrize(
+    ("navigation", "paths"),
+    [
+        ("go straight", {"STRAIGHT"}),
+        ("Keep lane.", {"STRAIGHT"}),
+        ("change to the left lane", {"LEFT_CHANGE"}),
+        ("Change lanes to the RIGHT", {"RIGHT_CHANGE"}),
+        ("turn left at the next intersection", {"LEFT_TURN", "STRAIGHT"}),
+        ("turn right", {"RIGHT_TURN", "STRAIGHT"}),
+        ("follow the route", None),
+        ("", None),
+    ],
+)
+def test_navigation_paths_reads_the_command_alone(navigation, paths):
+    assert navigation_paths(navigation) == (None if paths is None else frozenset(paths))
+
+
+def test_repeat_navigation_overrides_repeats_rows_that_depart_from_the_command():
+    rows = Dataset.from_dict(
+        {
+            "sample_id": ["cones", "plain", "blocked", "turn_far", "turn", "odd", "stop_cones"],
+            "speed_action": ["KEEP", "KEEP", "KEEP", "KEEP", "DECELERATE", "KEEP", "DECELERATE"],
+            "path_action": [
+                "LEFT_CHANGE",
+                "STRAIGHT",
+                "STRAIGHT",
+                "STRAIGHT",
+                "LEFT_TURN",
+                "RIGHT_CHANGE",
+                "RIGHT_CHANGE",
+            ],
+            "navigation": [
+                "go straight",  # cones close the lane: the image decides -> repeated
+                "go straight",
+                "change to the left lane",  # the left lane is blocked: stay -> repeated
+                "turn left at the next intersection",  # junction still far: straight is what the command allows
+                "turn left at the next intersection",
+                "drive on",  # a command not recognised never counts as an override
+                "go straight",  # override (x3) and DECELERATE (x2): the larger count, not the product
+            ],
+        }
+    )
+    assert [overrides_navigation(n, p) for n, p in zip(rows["navigation"], rows["path_action"])] == [
+        True,
+        False,
+        True,
+        False,
+        False,
+        False,
+        True,
+    ]
+    repeated = repeat_action_rows(rows, {"DECELERATE": 2}, navigation_overrides=3)
+    assert list(repeated["sample_id"]) == [
+        "cones",
+        "cones",
+        "cones",
+        "plain",
+        "blocked",
+        "blocked",
+        "blocked",
+        "turn_far",
+        "turn",
+        "turn",
+        "odd",
+        "stop_cones",
+        "stop_cones",
+        "stop_cones",
+    ]
+    assert list(repeat_action_rows(rows, None, navigation_overrides=1)["sample_id"]) == list(rows["sample_id"])
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="`repeat_navigation_overrides` must repeat a whole number of times >= 1"):
+            repeat_action_rows(rows, None, navigation_overrides=bad)
+
+
 def test_repeat_actions_apply_to_this_stage_only(synthetic_dir):
     import logging
 
@@ -239,6 +315,26 @@ def test_repeat_actions_apply_to_this_stage_only(synthetic_dir):
     assert set(sft["sample_id"]).isdisjoint(grpo_plain["sample_id"])
     with pytest.raises(ValueError, match="must be a dict or a JSON object string"):
         DrivingScriptArguments(dataset_name="x", repeat_actions="{DECELERATE: 3")
+    with pytest.raises(ValueError, match="`repeat_navigation_overrides` must repeat a whole number"):
+        DrivingScriptArguments(dataset_name="x", repeat_navigation_overrides=0)
+
+
+def test_repeat_navigation_overrides_apply_to_this_stage_only(synthetic_dir):
+    import logging
+
+    from alphadrive_trl.configs import DrivingScriptArguments
+    from alphadrive_trl.entrypoint import load_stage_splits
+
+    def train_rows(stage, times=1):
+        args = DrivingScriptArguments(dataset_name=str(synthetic_dir), stage=stage, repeat_navigation_overrides=times)
+        return load_stage_splits(args, False, "", logging.getLogger("test"))[0]
+
+    plain, grpo_plain = train_rows("sft"), train_rows("grpo")
+    overrides = sum(overrides_navigation(n, p) for n, p in zip(plain["navigation"], plain["path_action"]))
+    repeated = train_rows("sft", 4)
+    assert overrides > 0 and len(repeated) == len(plain) + 3 * overrides
+    assert set(repeated["sample_id"]) == set(plain["sample_id"])
+    assert set(repeated["sample_id"]).isdisjoint(grpo_plain["sample_id"])
 
 
 def test_select_images_front_first_in_role_order():

@@ -101,6 +101,15 @@ class DrivingScriptArguments(ScriptArguments):
             "repeats nothing."
         },
     )
+    repeat_navigation_overrides: int = field(
+        default=1,
+        metadata={
+            "help": "Show the train rows whose path departs from the navigation command (cones closing the lane on a "
+            "`go straight` route, a lane change into a blocked lane: the scenes where the image, not the text, "
+            "decides the path) this many times in this stage's part of the train split; 1 repeats nothing. "
+            "A row that `repeat_actions` repeats too takes the larger count."
+        },
+    )
     freeze_vision_modules: bool = field(
         default=False,
         metadata={
@@ -127,11 +136,12 @@ class DrivingScriptArguments(ScriptArguments):
             raise ValueError(f"`stage` must be 'sft', 'grpo' or null, got {self.stage!r}.")
         if not 0.0 < self.sft_fraction < 1.0:
             raise ValueError(f"`sft_fraction` must be strictly between 0 and 1, got {self.sft_fraction}.")
+        from .data import check_repeat_actions, check_repeat_count
+
         self.repeat_actions = _dict_from_json("repeat_actions", self.repeat_actions)
         if self.repeat_actions is not None:
-            from .data import check_repeat_actions
-
             check_repeat_actions(self.repeat_actions)
+        check_repeat_count("repeat_navigation_overrides", self.repeat_navigation_overrides)
         for name in ("min_pixels", "max_pixels", "max_image_tokens", "max_images"):
             value = getattr(self, name)
             if value is not None and value <= 0:

@@ -419,24 +419,75 @@ def check_repeat_actions(repeat: Mapping[str, Any]) -> None:
             raise ValueError(f"`repeat_actions`: {action} must repeat a whole number of times >= 1, got {times!r}.")
 
 
-def repeat_action_rows(dataset: Dataset, repeat: Mapping[str, int] | None) -> Dataset:
-    """Repeat the rows whose speed or path action is in `repeat` that many times (the larger count when both are),
-    each copy next to its original; other rows appear once. Rebalances rare classes of a warm-up without new data.
+def navigation_paths(navigation: Any) -> frozenset[str] | None:
+    """The path actions a navigation command asks for by itself: what a planner that reads only the text would
+    answer. A turn command allows STRAIGHT too (the ego drives on until the junction); None for a command this does
+    not recognise.
+
+    Example:
+        >>> sorted(navigation_paths("turn left at the next intersection"))
+        ['LEFT_TURN', 'STRAIGHT']
+        >>> navigation_paths("change to the right lane"), navigation_paths("go straight")
+        (frozenset({'RIGHT_CHANGE'}), frozenset({'STRAIGHT'}))
+    """
+    text = str(navigation).lower()
+    side = "LEFT" if "left" in text else "RIGHT" if "right" in text else None
+    if side and ("lane" in text or "change" in text):
+        return frozenset({f"{side}_CHANGE"})
+    if side and "turn" in text:
+        return frozenset({f"{side}_TURN", "STRAIGHT"})
+    if "straight" in text or "keep lane" in text:
+        return frozenset({"STRAIGHT"})
+    return None
+
+
+def overrides_navigation(navigation: Any, path_action: str) -> bool:
+    """Whether the labelled path departs from what the navigation command asks for: the scenes where the image, not
+    the text, decides the path (cones closing the lane on a `go straight` route, a lane change into a blocked lane).
+
+    Example:
+        >>> overrides_navigation("go straight", "LEFT_CHANGE"), overrides_navigation("go straight", "STRAIGHT")
+        (True, False)
+    """
+    paths = navigation_paths(navigation)
+    return paths is not None and path_action not in paths
+
+
+def check_repeat_count(name: str, times: Any) -> None:
+    """Fail clearly on a repeat count that is not a whole number >= 1."""
+    if isinstance(times, bool) or not isinstance(times, int) or times < 1:
+        raise ValueError(f"`{name}` must repeat a whole number of times >= 1, got {times!r}.")
+
+
+def repeat_action_rows(dataset: Dataset, repeat: Mapping[str, int] | None, navigation_overrides: int = 1) -> Dataset:
+    """Repeat the rows whose speed or path action is in `repeat` that many times, and the rows whose path overrides
+    the navigation command (`overrides_navigation`) `navigation_overrides` times; a row matched twice takes the larger
+    count. Each copy sits next to its original; other rows appear once. Rebalances rare cases of a warm-up without
+    new data.
 
     Example:
         >>> from datasets import Dataset
         >>> rows = Dataset.from_dict({"speed_action": ["KEEP", "DECELERATE", "STOP"],
-        ...                           "path_action": ["STRAIGHT", "STRAIGHT", "LEFT_CHANGE"]})
-        >>> repeat_action_rows(rows, {"DECELERATE": 3, "LEFT_CHANGE": 2})["speed_action"]
+        ...                           "path_action": ["STRAIGHT", "STRAIGHT", "LEFT_CHANGE"],
+        ...                           "navigation": ["go straight"] * 3})
+        >>> list(repeat_action_rows(rows, {"DECELERATE": 3, "LEFT_CHANGE": 2})["speed_action"])
         ['KEEP', 'DECELERATE', 'DECELERATE', 'DECELERATE', 'STOP', 'STOP']
+        >>> list(repeat_action_rows(rows, None, navigation_overrides=3)["speed_action"])
+        ['KEEP', 'DECELERATE', 'STOP', 'STOP', 'STOP']
     """
-    if not repeat:
+    check_repeat_count("repeat_navigation_overrides", navigation_overrides)
+    if not repeat and navigation_overrides == 1:
         return dataset
+    repeat = repeat or {}
     check_repeat_actions(repeat)
-    labels = dataset.select_columns(["speed_action", "path_action"])  # no image is decoded
+    columns = ["speed_action", "path_action"] + (["navigation"] if navigation_overrides > 1 else [])
+    labels = dataset.select_columns(columns).to_dict()  # no image is decoded
     indices = []
     for i, (speed, path) in enumerate(zip(labels["speed_action"], labels["path_action"])):
-        indices.extend([i] * max(repeat.get(speed, 1), repeat.get(path, 1)))
+        times = max(repeat.get(speed, 1), repeat.get(path, 1))
+        if navigation_overrides > 1 and overrides_navigation(labels["navigation"][i], path):
+            times = max(times, navigation_overrides)
+        indices.extend([i] * times)
     return dataset.select(indices)
 
 

@@ -136,10 +136,13 @@ def load_stage_splits(
         sft_part, grpo_part = split_for_stages(train, script_args.sft_fraction, seed=script_args.split_seed)
         train = sft_part if script_args.stage == "sft" else grpo_part
         logger.info(f"Stage {script_args.stage}: {len(train)} of {len(sft_part) + len(grpo_part)} train rows.")
-    if script_args.repeat_actions:
+    if script_args.repeat_actions or script_args.repeat_navigation_overrides > 1:
         rows = len(train)
-        train = repeat_action_rows(train, script_args.repeat_actions)
-        logger.info(f"repeat_actions {script_args.repeat_actions}: {rows} train rows -> {len(train)}.")
+        train = repeat_action_rows(train, script_args.repeat_actions, script_args.repeat_navigation_overrides)
+        logger.info(
+            f"repeat_actions {script_args.repeat_actions}, repeat_navigation_overrides "
+            f"{script_args.repeat_navigation_overrides}: {rows} train rows -> {len(train)}."
+        )
     if script_args.max_train_samples is not None:
         train = train.select(range(min(script_args.max_train_samples, len(train))))
 
