@@ -21,6 +21,9 @@ its own seed. Settings (answer-only targets and completions, `prompt_template: a
 - optional (`--with-grpo-only`, `--with-ablation`, first seed): GRPO from the base model alone; the reward ablation.
 - optional (`--with-safety`, every seed): `sft20_grpo_safety`, the demo GRPO with a stronger `safety` penalty
   (`grpo/config_demo_safety.yaml`), from the same warm-up.
+- optional (`--navigation-overrides N`, every seed): `sft20_nav`, the warm-up with the rows whose path departs from
+  the navigation command shown N times (`repeat_navigation_overrides`: cones on a `go straight` route, a blocked
+  lane), and `sft20_nav_grpo`, the demo GRPO from it.
 
 Independent trainings run `--jobs` at a time (default 2, one core each), scheduled as a task graph.
 
@@ -289,6 +292,10 @@ class Study:
                 tasks[f"{seed}/sft_all_long"] = ([], partial(self.sft, "sft_all_long", seed, start, long))
             if a.with_safety:  # the demo GRPO with a stronger `safety` penalty, from the same warm-up
                 tasks[f"{seed}/sft20_grpo_safety"] = ([f"{seed}/sft20"], partial(self.grpo, "sft20_grpo_safety", seed, sft20, ["--stage", "grpo"], None, SAFETY_GRPO_RECIPE))  # fmt: skip
+            if a.navigation_overrides > 1:  # the warm-up sees the scenes where the image overrides the route N times
+                nav = [*warm_up, "--repeat_navigation_overrides", str(a.navigation_overrides)]
+                tasks[f"{seed}/sft20_nav"] = ([], partial(self.sft, "sft20_nav", seed, start, nav))
+                tasks[f"{seed}/sft20_nav_grpo"] = ([f"{seed}/sft20_nav"], partial(self.grpo, "sft20_nav_grpo", seed, self.model_dir("sft20_nav", seed), ["--stage", "grpo"]))  # fmt: skip
             if seed == a.seeds[0] and a.with_grpo_only:  # one seed: it is the paper's weakest setting
                 tasks[f"{seed}/grpo_only"] = ([], partial(self.grpo, "grpo_only", seed, start, ["--stage", "null"]))
             if seed == a.seeds[0] and a.with_ablation:
@@ -338,6 +345,8 @@ class Study:
                 "sft20",
                 "sft20_grpo",
                 "sft20_grpo_safety",
+                "sft20_nav",
+                "sft20_nav_grpo",
                 "sft_all",
                 "sft_all_long",
                 "sft20_reasoning",
@@ -386,6 +395,21 @@ class Study:
                 (
                     "safety recipe minus the demo GRPO (penalty 3 against 2)",
                     "sft20_grpo_safety",
+                    "sft20_grpo",
+                ),
+                (
+                    "navigation overrides repeated: SFT 20 % → GRPO minus its own warm-up",
+                    "sft20_nav_grpo",
+                    "sft20_nav",
+                ),
+                (
+                    "navigation overrides repeated: SFT 20 % → GRPO minus SFT-all (same data)",
+                    "sft20_nav_grpo",
+                    "sft_all",
+                ),
+                (
+                    "navigation overrides repeated minus the demo chain (both after GRPO)",
+                    "sft20_nav_grpo",
                     "sft20_grpo",
                 ),
                 ("reasoning: SFT 20 % → GRPO minus its own warm-up", "sft20_reasoning_grpo", "sft20_reasoning"),
@@ -515,6 +539,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--with-ablation", action="store_true", help="Add the reward ablation (first seed).")
     p.add_argument(
         "--with-safety", action="store_true", help="Add GRPO with grpo/config_demo_safety.yaml (all seeds)."
+    )
+    p.add_argument(
+        "--navigation-overrides",
+        type=int,
+        default=1,
+        help="Add `sft20_nav` (warm-up with `repeat_navigation_overrides` N) and GRPO from it (all seeds; 1: off).",
     )
     p.add_argument("--jobs", type=int, default=2, help="Trainings/evaluations run at once (one core each).")
     p.add_argument("--work-dir", default="outputs/reproduce")

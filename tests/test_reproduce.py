@@ -78,3 +78,29 @@ def test_study_jobs_take_the_whole_demo_step_in_one_process(tmp_path, monkeypatc
     for cmd in commands:
         flags = dict(zip(cmd[3::2], cmd[4::2]))
         assert flags["--per_device_train_batch_size"] == "16", cmd
+
+
+def test_navigation_overrides_add_a_warm_up_that_repeats_them_and_grpo_from_it(tmp_path, monkeypatch):
+    commands = []
+
+    def study_tasks(*flags):
+        args = ["--work-dir", str(tmp_path), "--results-dir", str(tmp_path), "--base-model", "base", "--seeds", "0"]
+        study = reproduce.Study(reproduce.parse_args([*args, "--skip-reasoning", *flags]))
+        monkeypatch.setattr(study, "run", lambda name, cmd, marker: commands.append(cmd))
+        graph = {}
+        monkeypatch.setattr(reproduce, "run_task_graph", lambda tasks, jobs: graph.update(tasks))
+        study.execute()
+        return graph
+
+    assert not any("nav" in key for key in study_tasks())
+    tasks = study_tasks("--navigation-overrides", "3")
+    commands.clear()
+    tasks["0/sft20_nav"][1]()
+    tasks["0/sft20_nav_grpo"][1]()
+    warm_up, grpo = (dict(zip(cmd[3::2], cmd[4::2])) for cmd in commands)
+    assert warm_up["--repeat_navigation_overrides"] == "3" and warm_up["--stage"] == "sft"
+    assert warm_up["--output_dir"] == str(tmp_path / "seed0" / "sft20_nav")
+    assert grpo["--model_name_or_path"] == warm_up["--output_dir"] and "--repeat_navigation_overrides" not in grpo
+    assert tasks["0/sft20_nav_grpo"][0] == ["0/sft20_nav"] and tasks["0/sft20_nav_grpo/eval"][0] == [
+        "0/sft20_nav_grpo"
+    ]
