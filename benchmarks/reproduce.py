@@ -21,6 +21,8 @@ its own seed. Settings (answer-only targets and completions, `prompt_template: a
 - optional (`--with-grpo-only`, `--with-ablation`, first seed): GRPO from the base model alone; the reward ablation.
 - optional (`--with-safety`, every seed): `sft20_grpo_safety`, the demo GRPO with a stronger `safety` penalty
   (`grpo/config_demo_safety.yaml`), from the same warm-up.
+- optional (`--long-grpo-steps N`, every seed): `sft20_grpo_long`, the demo GRPO from the same warm-up for N steps
+  instead of `--grpo-steps` (more RL; session 12 chose 2,400 on validation).
 - optional (`--navigation-overrides N`, every seed): `sft20_nav`, the warm-up with the rows whose path departs from
   the navigation command shown N times (`repeat_navigation_overrides`: cones on a `go straight` route, a blocked
   lane), and `sft20_nav_grpo`, the demo GRPO from it.
@@ -292,6 +294,8 @@ class Study:
                 tasks[f"{seed}/sft_all_long"] = ([], partial(self.sft, "sft_all_long", seed, start, long))
             if a.with_safety:  # the demo GRPO with a stronger `safety` penalty, from the same warm-up
                 tasks[f"{seed}/sft20_grpo_safety"] = ([f"{seed}/sft20"], partial(self.grpo, "sft20_grpo_safety", seed, sft20, ["--stage", "grpo"], None, SAFETY_GRPO_RECIPE))  # fmt: skip
+            if a.long_grpo_steps:  # more RL from the same warm-up
+                tasks[f"{seed}/sft20_grpo_long"] = ([f"{seed}/sft20"], partial(self.grpo, "sft20_grpo_long", seed, sft20, ["--stage", "grpo"], a.long_grpo_steps))  # fmt: skip
             if a.navigation_overrides > 1:  # the warm-up sees the scenes where the image overrides the route N times
                 nav = [*warm_up, "--repeat_navigation_overrides", str(a.navigation_overrides)]
                 tasks[f"{seed}/sft20_nav"] = ([], partial(self.sft, "sft20_nav", seed, start, nav))
@@ -344,6 +348,7 @@ class Study:
             for n in [
                 "sft20",
                 "sft20_grpo",
+                "sft20_grpo_long",
                 "sft20_grpo_safety",
                 "sft20_nav",
                 "sft20_nav_grpo",
@@ -391,6 +396,9 @@ class Study:
                 ("SFT 20 % → GRPO 80 % minus its own warm-up (what GRPO adds)", "sft20_grpo", "sft20"),
                 ("SFT 20 % → GRPO 80 % minus SFT-all with the same sample passes", "sft20_grpo", "sft_all"),
                 ("SFT 20 % → GRPO 80 % minus SFT-all trained as long (same wall time)", "sft20_grpo", "sft_all_long"),
+                ("longer GRPO: SFT 20 % → GRPO minus its own warm-up", "sft20_grpo_long", "sft20"),
+                ("longer GRPO minus SFT-all with the same sample passes", "sft20_grpo_long", "sft_all"),
+                ("longer GRPO minus the demo GRPO (same warm-up)", "sft20_grpo_long", "sft20_grpo"),
                 ("safety recipe (penalty 3): SFT 20 % → GRPO minus its own warm-up", "sft20_grpo_safety", "sft20"),
                 (
                     "safety recipe minus the demo GRPO (penalty 3 against 2)",
@@ -469,6 +477,7 @@ class Study:
             if a.sft_long_epochs
             else "no `sft_all_long`"
         )
+        extra = f" ({a.long_grpo_steps} for `sft20_grpo_long`)" if a.long_grpo_steps else ""
         reasoning_seeds = ", ".join(map(str, a.reasoning_seeds or a.seeds)) if not a.skip_reasoning else "none"
         summary = f"""# Reproduction study: SFT vs SFT→GRPO, answer-only vs reasoning (small scale, CPU)
 
@@ -477,7 +486,7 @@ split; seed s builds data seed {a.data_seed_offset} + s), image size {a.image_si
 {a.eval_samples} test scenes, greedy plus K = {a.k} samples at temperature 1. Model: Qwen2.5-VL architecture, preset
 `{a.model_preset}` of `alphadrive_trl.tiny_models`, trained {start}. Seeds: {", ".join(map(str, a.seeds))} (data,
 training and sampling). SFT: {a.sft20_epochs:g} epochs on the 20 % warm-up split, {a.sft20_epochs * a.sft_fraction:g}
-epoch(s) on all of train (`sft_all`, the same sample passes), {long}; GRPO: {a.grpo_steps} steps answer-only,
+epoch(s) on all of train (`sft_all`, the same sample passes), {long}; GRPO: {a.grpo_steps} steps answer-only{extra},
 {a.reasoning_grpo_steps} steps with reasoning (seeds {reasoning_seeds}).
 Workers: {a.jobs} (one core each; wall times are per process).
 Values are percentages, mean ± standard deviation over seeds. Wall time is training only (the warm-up included for
@@ -539,6 +548,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--with-ablation", action="store_true", help="Add the reward ablation (first seed).")
     p.add_argument(
         "--with-safety", action="store_true", help="Add GRPO with grpo/config_demo_safety.yaml (all seeds)."
+    )
+    p.add_argument(
+        "--long-grpo-steps",
+        type=int,
+        default=0,
+        help="Add `sft20_grpo_long`: the demo GRPO from the same warm-up for this many steps (all seeds; 0: off).",
     )
     p.add_argument(
         "--navigation-overrides",

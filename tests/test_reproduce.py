@@ -104,3 +104,19 @@ def test_navigation_overrides_add_a_warm_up_that_repeats_them_and_grpo_from_it(t
     assert tasks["0/sft20_nav_grpo"][0] == ["0/sft20_nav"] and tasks["0/sft20_nav_grpo/eval"][0] == [
         "0/sft20_nav_grpo"
     ]
+
+
+def test_long_grpo_steps_add_grpo_from_the_same_warm_up_for_that_many_steps(tmp_path, monkeypatch):
+    args = ["--work-dir", str(tmp_path), "--results-dir", str(tmp_path), "--base-model", "base", "--seeds", "0"]
+    study = reproduce.Study(reproduce.parse_args([*args, "--skip-reasoning", "--long-grpo-steps", "2400"]))
+    commands, graph = [], {}
+    monkeypatch.setattr(study, "run", lambda name, cmd, marker: commands.append(cmd))
+    monkeypatch.setattr(reproduce, "run_task_graph", lambda tasks, jobs: graph.update(tasks))
+    study.execute()
+    commands.clear()
+    graph["0/sft20_grpo"][1]()
+    graph["0/sft20_grpo_long"][1]()
+    demo, long = (dict(zip(cmd[3::2], cmd[4::2])) for cmd in commands)
+    assert long["--max_steps"] == "2400" and demo["--max_steps"] == str(reproduce.DEMO_GRPO_STEPS)
+    assert long["--model_name_or_path"] == demo["--model_name_or_path"] == str(tmp_path / "seed0" / "sft20")
+    assert graph["0/sft20_grpo_long"][0] == ["0/sft20"]
