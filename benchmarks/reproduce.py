@@ -477,6 +477,8 @@ class Study:
             if a.sft_long_epochs
             else "no `sft_all_long`"
         )
+        # The scene preview is drawn when the first seed's data is built; a study that reused built data has none.
+        scenes = "; scenes: `reproduce_scenes.png`" if (self.results / "reproduce_scenes.png").exists() else ""
         extra = f" ({a.long_grpo_steps} for `sft20_grpo_long`)" if a.long_grpo_steps else ""
         reasoning_seeds = ", ".join(map(str, a.reasoning_seeds or a.seeds)) if not a.skip_reasoning else "none"
         summary = f"""# Reproduction study: SFT vs SFT→GRPO, answer-only vs reasoning (small scale, CPU)
@@ -500,7 +502,7 @@ Paired differences (percentage points, mean ± standard deviation over seeds):
 |---|---|---|---|
 {comparisons}
 
-Plots: `reproduce_per_class_f1.png`, `reproduce_learning_curves.png`; scenes: `reproduce_scenes.png`.
+Plots: `reproduce_per_class_f1.png`, `reproduce_learning_curves.png`{scenes}.
 The exact commands are in `reproduce_commands.sh`.
 """
         (self.results / "reproduce.md").write_text(summary)
