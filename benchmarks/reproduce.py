@@ -22,7 +22,8 @@ its own seed. Settings (answer-only targets and completions, `prompt_template: a
 - optional (`--with-safety`, every seed): `sft20_grpo_safety`, the demo GRPO with a stronger `safety` penalty
   (`grpo/config_demo_safety.yaml`), from the same warm-up.
 - optional (`--long-grpo-steps N`, every seed): `sft20_grpo_long`, the demo GRPO from the same warm-up for N steps
-  instead of `--grpo-steps` (more RL; session 12 chose 2,400 on validation).
+  instead of `--grpo-steps` (more RL; session 12 chose 2,400 on validation); with `--long-grpo-safety` also
+  `sft20_grpo_safety_long`, the same with `grpo/config_demo_safety.yaml` (the `safety` penalty at 3).
 - optional (`--navigation-overrides N`, every seed): `sft20_nav`, the warm-up with the rows whose path departs from
   the navigation command shown N times (`repeat_navigation_overrides`: cones on a `go straight` route, a blocked
   lane), and `sft20_nav_grpo`, the demo GRPO from it.
@@ -296,6 +297,8 @@ class Study:
                 tasks[f"{seed}/sft20_grpo_safety"] = ([f"{seed}/sft20"], partial(self.grpo, "sft20_grpo_safety", seed, sft20, ["--stage", "grpo"], None, SAFETY_GRPO_RECIPE))  # fmt: skip
             if a.long_grpo_steps:  # more RL from the same warm-up
                 tasks[f"{seed}/sft20_grpo_long"] = ([f"{seed}/sft20"], partial(self.grpo, "sft20_grpo_long", seed, sft20, ["--stage", "grpo"], a.long_grpo_steps))  # fmt: skip
+            if a.long_grpo_steps and a.long_grpo_safety:
+                tasks[f"{seed}/sft20_grpo_safety_long"] = ([f"{seed}/sft20"], partial(self.grpo, "sft20_grpo_safety_long", seed, sft20, ["--stage", "grpo"], a.long_grpo_steps, SAFETY_GRPO_RECIPE))  # fmt: skip
             if a.navigation_overrides > 1:  # the warm-up sees the scenes where the image overrides the route N times
                 nav = [*warm_up, "--repeat_navigation_overrides", str(a.navigation_overrides)]
                 tasks[f"{seed}/sft20_nav"] = ([], partial(self.sft, "sft20_nav", seed, start, nav))
@@ -349,6 +352,7 @@ class Study:
                 "sft20",
                 "sft20_grpo",
                 "sft20_grpo_long",
+                "sft20_grpo_safety_long",
                 "sft20_grpo_safety",
                 "sft20_nav",
                 "sft20_nav_grpo",
@@ -399,6 +403,13 @@ class Study:
                 ("longer GRPO: SFT 20 % → GRPO minus its own warm-up", "sft20_grpo_long", "sft20"),
                 ("longer GRPO minus SFT-all with the same sample passes", "sft20_grpo_long", "sft_all"),
                 ("longer GRPO minus the demo GRPO (same warm-up)", "sft20_grpo_long", "sft20_grpo"),
+                ("longer GRPO, penalty 3: SFT 20 % → GRPO minus its own warm-up", "sft20_grpo_safety_long", "sft20"),
+                (
+                    "longer GRPO, penalty 3, minus SFT-all with the same sample passes",
+                    "sft20_grpo_safety_long",
+                    "sft_all",
+                ),
+                ("longer GRPO, penalty 3, minus the demo GRPO (same warm-up)", "sft20_grpo_safety_long", "sft20_grpo"),
                 ("safety recipe (penalty 3): SFT 20 % → GRPO minus its own warm-up", "sft20_grpo_safety", "sft20"),
                 (
                     "safety recipe minus the demo GRPO (penalty 3 against 2)",
@@ -479,7 +490,8 @@ class Study:
         )
         # The scene preview is drawn when the first seed's data is built; a study that reused built data has none.
         scenes = "; scenes: `reproduce_scenes.png`" if (self.results / "reproduce_scenes.png").exists() else ""
-        extra = f" ({a.long_grpo_steps} for `sft20_grpo_long`)" if a.long_grpo_steps else ""
+        long_arms = "`sft20_grpo_long`" + (" and `sft20_grpo_safety_long`" if a.long_grpo_safety else "")
+        extra = f" ({a.long_grpo_steps} for {long_arms})" if a.long_grpo_steps else ""
         reasoning_seeds = ", ".join(map(str, a.reasoning_seeds or a.seeds)) if not a.skip_reasoning else "none"
         summary = f"""# Reproduction study: SFT vs SFT→GRPO, answer-only vs reasoning (small scale, CPU)
 
@@ -556,6 +568,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=0,
         help="Add `sft20_grpo_long`: the demo GRPO from the same warm-up for this many steps (all seeds; 0: off).",
+    )
+    p.add_argument(
+        "--long-grpo-safety",
+        action="store_true",
+        help="With --long-grpo-steps, also add `sft20_grpo_safety_long` (grpo/config_demo_safety.yaml, all seeds).",
     )
     p.add_argument(
         "--navigation-overrides",
