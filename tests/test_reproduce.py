@@ -108,7 +108,9 @@ def test_navigation_overrides_add_a_warm_up_that_repeats_them_and_grpo_from_it(t
 
 def test_long_grpo_steps_add_grpo_from_the_same_warm_up_for_that_many_steps(tmp_path, monkeypatch):
     args = ["--work-dir", str(tmp_path), "--results-dir", str(tmp_path), "--base-model", "base", "--seeds", "0"]
-    study = reproduce.Study(reproduce.parse_args([*args, "--skip-reasoning", "--long-grpo-steps", "2400"]))
+    study = reproduce.Study(
+        reproduce.parse_args([*args, "--skip-reasoning", "--long-grpo-steps", "2400", "--long-grpo-safety"])
+    )
     commands, graph = [], {}
     monkeypatch.setattr(study, "run", lambda name, cmd, marker: commands.append(cmd))
     monkeypatch.setattr(reproduce, "run_task_graph", lambda tasks, jobs: graph.update(tasks))
@@ -116,7 +118,11 @@ def test_long_grpo_steps_add_grpo_from_the_same_warm_up_for_that_many_steps(tmp_
     commands.clear()
     graph["0/sft20_grpo"][1]()
     graph["0/sft20_grpo_long"][1]()
-    demo, long = (dict(zip(cmd[3::2], cmd[4::2])) for cmd in commands)
-    assert long["--max_steps"] == "2400" and demo["--max_steps"] == str(reproduce.DEMO_GRPO_STEPS)
+    graph["0/sft20_grpo_safety_long"][1]()
+    demo, long, safety = (dict(zip(cmd[3::2], cmd[4::2])) for cmd in commands)
+    assert long["--max_steps"] == safety["--max_steps"] == "2400"
+    assert demo["--max_steps"] == str(reproduce.DEMO_GRPO_STEPS)
+    assert long["--config"] == reproduce.GRPO_RECIPE and safety["--config"] == reproduce.SAFETY_GRPO_RECIPE
+    assert safety["--output_dir"] == str(tmp_path / "seed0" / "sft20_grpo_safety_long")
     assert long["--model_name_or_path"] == demo["--model_name_or_path"] == str(tmp_path / "seed0" / "sft20")
     assert graph["0/sft20_grpo_long"][0] == ["0/sft20"]
