@@ -585,6 +585,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--results-dir", default="benchmarks/results")
     p.add_argument("--quick", action="store_true", help="Smoke-test sizes (minutes); results go to the work dir.")
     args = p.parse_args(argv)
+    if args.long_grpo_safety and not args.long_grpo_steps:
+        p.error("--long-grpo-safety adds the safety recipe's long arm: give --long-grpo-steps too.")
     if args.quick:
         args.seeds = args.seeds[:1]
         args.num_samples, args.caption_samples, args.base_epochs = 300, 100, 1

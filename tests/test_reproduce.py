@@ -126,3 +126,5 @@ def test_long_grpo_steps_add_grpo_from_the_same_warm_up_for_that_many_steps(tmp_
     assert safety["--output_dir"] == str(tmp_path / "seed0" / "sft20_grpo_safety_long")
     assert long["--model_name_or_path"] == demo["--model_name_or_path"] == str(tmp_path / "seed0" / "sft20")
     assert graph["0/sft20_grpo_long"][0] == ["0/sft20"]
+    with pytest.raises(SystemExit):
+        reproduce.parse_args([*args, "--long-grpo-safety"])

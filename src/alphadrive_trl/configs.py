@@ -141,7 +141,7 @@ class DrivingScriptArguments(ScriptArguments):
         self.repeat_actions = _dict_from_json("repeat_actions", self.repeat_actions)
         if self.repeat_actions is not None:
             check_repeat_actions(self.repeat_actions)
-        check_repeat_count("repeat_navigation_overrides", self.repeat_navigation_overrides)
+        check_repeat_count(self.repeat_navigation_overrides, "`repeat_navigation_overrides`")
         for name in ("min_pixels", "max_pixels", "max_image_tokens", "max_images"):
             value = getattr(self, name)
             if value is not None and value <= 0:

@@ -415,8 +415,7 @@ def check_repeat_actions(repeat: Mapping[str, Any]) -> None:
         if action not in SPEED_ACTIONS and action not in PATH_ACTIONS:
             valid = ", ".join((*SPEED_ACTIONS, *PATH_ACTIONS))
             raise ValueError(f"`repeat_actions`: unknown action {action!r}; valid: {valid}.")
-        if isinstance(times, bool) or not isinstance(times, int) or times < 1:
-            raise ValueError(f"`repeat_actions`: {action} must repeat a whole number of times >= 1, got {times!r}.")
+        check_repeat_count(times, f"`repeat_actions`: {action}")
 
 
 def navigation_paths(navigation: Any) -> frozenset[str] | None:
@@ -453,10 +452,10 @@ def overrides_navigation(navigation: Any, path_action: str) -> bool:
     return paths is not None and path_action not in paths
 
 
-def check_repeat_count(name: str, times: Any) -> None:
-    """Fail clearly on a repeat count that is not a whole number >= 1."""
+def check_repeat_count(times: Any, what: str) -> None:
+    """Fail clearly on a repeat count that is not a whole number >= 1; `what` names the setting in the message."""
     if isinstance(times, bool) or not isinstance(times, int) or times < 1:
-        raise ValueError(f"`{name}` must repeat a whole number of times >= 1, got {times!r}.")
+        raise ValueError(f"{what} must repeat a whole number of times >= 1, got {times!r}.")
 
 
 def repeat_action_rows(dataset: Dataset, repeat: Mapping[str, int] | None, navigation_overrides: int = 1) -> Dataset:
@@ -475,7 +474,7 @@ def repeat_action_rows(dataset: Dataset, repeat: Mapping[str, int] | None, navig
         >>> list(repeat_action_rows(rows, None, navigation_overrides=3)["speed_action"])
         ['KEEP', 'DECELERATE', 'STOP', 'STOP', 'STOP']
     """
-    check_repeat_count("repeat_navigation_overrides", navigation_overrides)
+    check_repeat_count(navigation_overrides, "`repeat_navigation_overrides`")
     if not repeat and navigation_overrides == 1:
         return dataset
     repeat = repeat or {}
