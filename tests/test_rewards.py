@@ -548,6 +548,139 @@ def test_action_weights_cancel_under_group_normalisation_but_the_safety_penalty_
     assert adv[2] < adv[3] < 0 < adv[0]
 
 
+# --------------------------------------------------------------------------------------------------------------------
+# feasible_coverage: each completion's share of the group's expected k-sample coverage
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _coverage_by_enumeration(plans, feasible, k):
+    """Mean coverage of the k-subsets holding each completion, by listing every subset (the definition)."""
+    import itertools
+
+    n = len(plans)
+    size = min(k, n)
+    credits = []
+    for i in range(n):
+        subsets = [s for s in itertools.combinations(range(n), size) if i in s]
+        credits.append(sum(len({plans[j] for j in s} & feasible) / len(feasible) for s in subsets) / len(subsets))
+    return credits
+
+
+def test_feasible_coverage_hand_computed():
+    from alphadrive_trl.rewards import FeasibleCoverageReward
+
+    # F = {STOP-STRAIGHT (truth), DECELERATE-STRAIGHT}; n = 4, k = 2: each completion is paired with one of 3 others.
+    # STOP: its own plan (1) + DECELERATE found by 1 of 3 partners (1/3) -> (1 + 1/3) / 2 = 2/3.
+    # DECELERATE: 1 + STOP found by 2 of 3 partners -> (1 + 2/3) / 2 = 5/6. KEEP: (2/3 + 1/3) / 2 = 1/2.
+    completions = [answer("STOP", "STRAIGHT"), answer("STOP", "STRAIGHT"), answer("DECELERATE", "STRAIGHT")]
+    completions.append(answer("KEEP", "STRAIGHT"))
+    feasible = [["DECELERATE, STRAIGHT"]] * 4
+    rewards_k2 = call(
+        FeasibleCoverageReward(2),
+        completions,
+        prompts=["p"] * 4,
+        speed="STOP",
+        path="STRAIGHT",
+        feasible_actions=feasible,
+    )
+    assert rewards_k2 == approx([2 / 3, 2 / 3, 5 / 6, 1 / 2])
+    # The group mean is the unbiased 2-sample coverage: pairs of the 4 completions cover 4 / 6 of F on average.
+    assert sum(rewards_k2) / 4 == pytest.approx(2 / 3, abs=ABS)
+    # k = 1: [plan in F] / |F|. k >= n: one subset, the whole group, which covers F: every completion scores 1.
+    assert call(
+        FeasibleCoverageReward(1),
+        completions,
+        prompts=["p"] * 4,
+        speed="STOP",
+        path="STRAIGHT",
+        feasible_actions=feasible,
+    ) == [0.5, 0.5, 0.5, 0.0]
+    assert call(
+        FeasibleCoverageReward(8),
+        completions,
+        prompts=["p"] * 4,
+        speed="STOP",
+        path="STRAIGHT",
+        feasible_actions=feasible,
+    ) == [1.0, 1.0, 1.0, 1.0]
+
+
+def test_feasible_coverage_one_feasible_plan_is_pass_at_k():
+    from alphadrive_trl.rewards import FeasibleCoverageReward
+
+    # 1 right of 8, k = 4: a wrong completion's 3 partners miss the right one with probability C(6,3)/C(7,3) = 4/7.
+    group = [answer("STOP", "STRAIGHT")] + [answer("KEEP", "STRAIGHT")] * 7
+    credits = call(FeasibleCoverageReward(4), group, prompts=["p"] * 8, speed="STOP", path="STRAIGHT")
+    assert credits == approx([1.0] + [3 / 7] * 7)
+    assert sum(credits) / 8 == pytest.approx(1 - math.comb(7, 4) / math.comb(8, 4), abs=ABS)  # pass@4 = 1/2
+    # Once 5 of 8 are right, every 4-subset holds one: all completions score 1 and the group carries no advantage.
+    group = [answer("STOP", "STRAIGHT")] * 5 + [answer("KEEP", "STRAIGHT")] * 3
+    assert call(FeasibleCoverageReward(4), group, prompts=["p"] * 8, speed="STOP", path="STRAIGHT") == [1.0] * 8
+
+
+def test_feasible_coverage_groups_rows_and_bad_input():
+    from alphadrive_trl.rewards import FeasibleCoverageReward, feasible_coverage_reward
+
+    reward = FeasibleCoverageReward(2)
+    completions = [
+        answer("STOP", "STRAIGHT"),
+        answer("KEEP", "STRAIGHT"),
+        answer("KEEP, STOP", "STRAIGHT"),  # hedged: not a plan
+        answer("LEFT_TURN", "KEEP"),  # either order is one plan
+        "no answer at all",
+    ]
+    result = call(
+        reward,
+        completions,
+        prompts=["a", "a", "a", "b", "b"],
+        speed=["STOP", "STOP", "STOP", "KEEP", None],
+        path=["STRAIGHT", "STRAIGHT", "STRAIGHT", "LEFT_TURN", "LEFT_TURN"],
+        feasible_actions=[None, None, None, ["not a plan", "STOP, LEFT_TURN"], None],
+    )
+    # Group a (F = {STOP-STRAIGHT}): STOP 1; the two others are paired with STOP 1 time in 2. Group b: the KEEP
+    # completion finds the truth and its partner finds nothing -> (1 + 0) / 2; the last row has no ground truth.
+    assert result == [1.0, 0.5, 0.5, 0.5, None]
+    assert feasible_coverage_reward.k == 4 and feasible_coverage_reward.__name__ == "feasible_coverage"
+    (built,) = get_reward_funcs(["feasible_coverage"], coverage_k=3)
+    assert built.k == 3 and built.__name__ == "feasible_coverage"
+    for bad in (0, -1, 2.5, True, "4"):
+        with pytest.raises(ValueError, match="coverage_k"):
+            FeasibleCoverageReward(bad)
+    with pytest.raises(ValueError, match="Column `feasible_actions` has 1 values for 2 completions"):
+        call(reward, completions[:2], speed="STOP", path="STRAIGHT", feasible_actions=[None])
+    with pytest.raises(ValueError, match="needs the ground truth"):
+        reward(completions=completions[:2])
+    from alphadrive_trl.configs import DrivingGRPOConfig
+
+    with pytest.raises(ValueError, match="`coverage_k` must be an integer >= 1, got 0"):
+        DrivingGRPOConfig("unused", use_cpu=True, bf16=False, coverage_k=0)
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(
+    plans=st.lists(
+        st.sampled_from(["STOP, STRAIGHT", "KEEP, STRAIGHT", "STOP, LEFT_CHANGE", "junk"]), min_size=1, max_size=7
+    ),
+    extra=st.lists(st.sampled_from(["KEEP, STRAIGHT", "STOP, LEFT_CHANGE", "DECELERATE, STRAIGHT"]), max_size=3),
+    k=st.integers(1, 8),
+)
+def test_feasible_coverage_matches_enumerating_every_subset(plans, extra, k):
+    from alphadrive_trl.rewards import FeasibleCoverageReward
+
+    completions = [f"<answer> {plan} </answer>" for plan in plans]
+    n = len(plans)
+    result = call(
+        FeasibleCoverageReward(k),
+        completions,
+        prompts=["p"] * n,
+        speed="STOP",
+        path="STRAIGHT",
+        feasible_actions=[extra] * n,
+    )
+    feasible = {"STOP, STRAIGHT", *extra}
+    assert result == approx(_coverage_by_enumeration(plans, feasible, k))
+
+
 def test_registry_accepts_driving_grpo_config_options(tmp_path):
     from alphadrive_trl.configs import DrivingGRPOConfig
 
@@ -639,6 +772,7 @@ def test_arbitrary_completions_never_raise(completions, prompt_ids, odd_prompt):
         speed_action=["KEEP"] * n,
         path_action=["LEFT_TURN"] * n,
         trajectory=[None] * n,  # the canonical schema always has the column; meta-action data leaves it empty
+        feasible_actions=[["KEEP, LEFT_CHANGE", "not a plan"]] * n,
         trainer_state=None,
         log_metric=lambda name, value: None,
     )
@@ -776,11 +910,13 @@ def test_unknown_reward_options_are_rejected_with_the_valid_ones():
     with pytest.raises(ValueError) as error:
         rewards.get_reward_funcs(["speed_planning"], diversity_mode="foo")
     assert str(error.value) == (
-        "Unknown reward option(s) 'diversity_mode' (did you mean 'diversity'?); valid options: diversity, "
-        "diversity_cap, diversity_weight, path_weights, safety_penalty, speed_weights, trajectory_labeller, "
+        "Unknown reward option(s) 'diversity_mode' (did you mean 'diversity'?); valid options: coverage_k, "
+        "diversity, diversity_cap, diversity_weight, path_weights, safety_penalty, speed_weights, trajectory_labeller, "
         "trajectory_scale."
     )
-    with pytest.raises(ValueError, match=r"^Unknown reward option\(s\) 'colour'; valid options: diversity, "):
+    with pytest.raises(
+        ValueError, match=r"^Unknown reward option\(s\) 'colour'; valid options: coverage_k, diversity, "
+    ):
         rewards.get_reward_funcs(["format"], colour="red")
     # Every option the GRPO config passes is known.
     from alphadrive_trl.configs import DrivingGRPOConfig

@@ -221,6 +221,14 @@ class DrivingGRPOConfig(GRPOConfig):
             "under GRPO's per-group normalisation (docs/rewards.md)."
         },
     )
+    coverage_k: int = field(
+        default=4,
+        metadata={
+            "help": "Samples per set in the `feasible_coverage` reward: each completion is credited with the mean "
+            "feasible coverage of the k-subsets of its group that hold it (pass@k for plan sets). Use k < "
+            "num_generations; k = 1 rewards any feasible plan."
+        },
+    )
     trajectory_scale: float = field(
         default=2.0,
         metadata={"help": "Metres of ADE at which `trajectory_accuracy` falls to 1/e (trajectory mode only)."},
@@ -252,6 +260,8 @@ class DrivingGRPOConfig(GRPOConfig):
                 f"`max_completion_length` must be at least 1 token, got {self.max_completion_length}; the answer "
                 "alone needs about 15 and reasoning + answer about 150 (see `check_completion_budget`)."
             )
+        if isinstance(self.coverage_k, bool) or not isinstance(self.coverage_k, int) or self.coverage_k < 1:
+            raise ValueError(f"`coverage_k` must be an integer >= 1, got {self.coverage_k!r}.")
         if self.trajectory_labeller not in TRAJECTORY_LABELLER_MODES:
             raise ValueError(
                 f"`trajectory_labeller` must be {_one_of(TRAJECTORY_LABELLER_MODES)}, got {self.trajectory_labeller!r}."
@@ -274,6 +284,7 @@ class DrivingGRPOConfig(GRPOConfig):
             "trajectory_scale": self.trajectory_scale,
             "trajectory_labeller": self.trajectory_labeller,
             "safety_penalty": self.safety_penalty,
+            "coverage_k": self.coverage_k,
         }
 
 

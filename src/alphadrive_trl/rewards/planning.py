@@ -35,6 +35,7 @@ from ..actions import (
     AnswerWords,
     normalize_word,
     parse_answer,
+    parse_plan,
 )
 from .base import Predictor, _Batch, _DrivingReward, _ground_truth
 
@@ -327,9 +328,96 @@ class DiversityReward(_DrivingReward):
         return _mean_over_axes(per_axis)
 
 
+class FeasibleCoverageReward(_DrivingReward):
+    """Each completion's share of the group's expected feasible coverage with `k` samples (pass@k, for plan sets).
+
+    The feasible set F of a scene is its ground-truth plan plus its `feasible_actions` (when the column is there).
+    The coverage of a set of samples is the share of F that at least one of them answers; this is
+    `feasible_coverage` in `alphadrive-eval score`. A completion's reward is the mean coverage of the k-subsets of
+    its group that contain it (exact, in closed form):
+
+        (1 / |F|) * sum over plans p in F of: 1 if the completion answers p, else 1 - C(n-1-c_p, k-1) / C(n-1, k-1)
+
+    with n the group size and c_p the number of completions of the group that answer p. Summed with the per-sample
+    weights of the policy gradient, these credits are an unbiased estimate of the gradient of the k-sample coverage
+    (the pass@k construction of Walder and Karkhanis, 2025, with coverage in place of pass): a wrong completion in a
+    group that already covers F with k - 1 others loses little, so GRPO stops piling every sample onto one answer,
+    and a completion that finds a plan the rest of its group misses gains most. With `k = 1` it is
+    `[plan in F] / |F|`; with `k >= n` all completions of a group score the same (no advantage), so use `k < n`.
+
+    A plan needs exactly one word on each axis. `None` (ignored by TRL) where the row has no ground truth.
+
+    Example:
+        >>> reward = FeasibleCoverageReward(k=2)
+        >>> [round(r, 4) for r in reward(prompts=["p"] * 4, completions=[
+        ...     "<answer> STOP, STRAIGHT </answer>", "<answer> STOP, STRAIGHT </answer>",
+        ...     "<answer> DECELERATE, STRAIGHT </answer>", "<answer> KEEP, STRAIGHT </answer>"],
+        ...     speed_action=["STOP"] * 4, path_action=["STRAIGHT"] * 4,
+        ...     feasible_actions=[["DECELERATE, STRAIGHT"]] * 4)]
+        [0.6667, 0.6667, 0.8333, 0.5]
+    """
+
+    def __init__(self, k: int = 4, *, name: str = "feasible_coverage", **kwargs):
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"`coverage_k` must be an integer >= 1, got {k!r}.")
+        self.k = k
+        super().__init__(name, **kwargs)
+
+    def _score(self, batch: _Batch, kwargs: Mapping[str, Any]) -> list[float | None]:
+        speed = _ground_truth("speed", batch.size, kwargs, self.__name__)
+        path = _ground_truth("path", batch.size, kwargs, self.__name__)
+        feasible = _column(kwargs, "feasible_actions", batch.size)
+        plans = [_single_plan(p) for p in self._predicted(batch, kwargs)]
+        counts = Counter((g, plan) for g, plan in zip(batch.groups, plans) if plan is not None)
+        sizes = Counter(batch.groups)
+        rewards: list[float | None] = []
+        for i, (g, plan) in enumerate(zip(batch.groups, plans)):
+            scene = _feasible_plans(speed[i], path[i], feasible[i])
+            if not scene:
+                rewards.append(None)
+                continue
+            others = sizes[g] - 1
+            drawn = min(self.k, sizes[g]) - 1  # the other completions in a k-subset that holds this one
+            total = math.comb(others, drawn)
+            credits = (
+                1.0 if plan == p else 1.0 - math.comb(others - counts[g, p], drawn) / total for p in sorted(scene)
+            )
+            rewards.append(math.fsum(credits) / len(scene))
+        return rewards
+
+
+def _single_plan(words: AnswerWords) -> tuple[str, str] | None:
+    if len(words.speed) == 1 and len(words.path) == 1:
+        return next(iter(words.speed)), next(iter(words.path))
+    return None
+
+
+def _column(kwargs: Mapping[str, Any], name: str, n: int) -> list[Any]:
+    """A dataset column aligned with the completions, or Nones when the call does not have it."""
+    values = kwargs.get(name)
+    if values is None:
+        return [None] * n
+    if len(values) != n:
+        raise ValueError(f"Column `{name}` has {len(values)} values for {n} completions; they must be aligned.")
+    return list(values)
+
+
+def _feasible_plans(
+    speed: frozenset[str] | None, path: frozenset[str] | None, feasible: Any
+) -> frozenset[tuple[str, str]]:
+    """The ground-truth plan(s) plus the valid plans of `feasible_actions`; empty without a ground truth."""
+    if not speed or not path:
+        return frozenset()
+    plans = {(s, p) for s in speed for p in path}
+    if isinstance(feasible, (list, tuple)):
+        plans.update(plan for plan in map(parse_plan, feasible) if plan is not None)
+    return frozenset(plans)
+
+
 planning_accuracy_reward = make_planning_reward("both", weighting=False, diversity="none", name="planning_accuracy")
 action_weight_reward = ActionWeightReward()
 diversity_reward = DiversityReward("paper")
 safety_penalty = SafetyPenalty()
+feasible_coverage_reward = FeasibleCoverageReward()
 speed_planning_reward = make_planning_reward("speed")
 path_planning_reward = make_planning_reward("path")

@@ -16,7 +16,14 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .format import AnswerFormatReward, FormatReward
-from .planning import ActionWeightReward, DiversityReward, PlanningReward, SafetyPenalty, make_planning_reward
+from .planning import (
+    ActionWeightReward,
+    DiversityReward,
+    FeasibleCoverageReward,
+    PlanningReward,
+    SafetyPenalty,
+    make_planning_reward,
+)
 from .trajectory import (
     TrajectoryAccuracyReward,
     TrajectoryConsistencyReward,
@@ -87,6 +94,10 @@ def _safety_factory(*, safety_penalty: float = 1.0, **_ignored: Any) -> SafetyPe
     return SafetyPenalty(safety_penalty, name="safety")
 
 
+def _feasible_coverage_factory(*, coverage_k: int = 4, **_ignored: Any) -> FeasibleCoverageReward:
+    return FeasibleCoverageReward(coverage_k, name="feasible_coverage")
+
+
 def _trajectory_accuracy_factory(*, trajectory_scale: float = 2.0, **_ignored: Any) -> TrajectoryAccuracyReward:
     return TrajectoryAccuracyReward(trajectory_scale, name="trajectory_accuracy")
 
@@ -113,6 +124,7 @@ REWARD_REGISTRY: dict[str, Callable[..., Callable]] = {
     "action_weight": _action_weight_factory,
     "diversity": _diversity_factory,
     "safety": _safety_factory,
+    "feasible_coverage": _feasible_coverage_factory,
     "speed_planning": _planning_factory("speed", "speed_planning"),
     "path_planning": _planning_factory("path", "path_planning"),
     "speed_planning_release": _planning_factory("speed", "speed_planning_release", fixed_diversity="release"),
@@ -129,7 +141,8 @@ REWARD_REGISTRY: dict[str, Callable[..., Callable]] = {
 def get_reward_funcs(names: str | Sequence[str], **options: Any) -> list[Callable]:
     """Reward callables for the registry `names`, in order, each named after its registry key (TRL logs
     `rewards/<name>/mean`). `options` are `DrivingGRPOConfig.reward_options()` (`diversity`, `diversity_cap`,
-    `diversity_weight`, `speed_weights`, `path_weights`, `trajectory_scale`, `trajectory_labeller`); a reward ignores
+    `diversity_weight`, `speed_weights`, `path_weights`, `safety_penalty`, `coverage_k`, `trajectory_scale`,
+    `trajectory_labeller`); a reward ignores
     the options it does not take, and an option no reward takes (a misspelling) is an error naming the valid ones.
     `speed_planning` / `path_planning` follow the `diversity` option; the `_release` variants always use the release
     mode.
@@ -162,7 +175,7 @@ def reward_option_names() -> frozenset[str]:
 
     Example:
         >>> sorted(reward_option_names())[:3]
-        ['diversity', 'diversity_cap', 'diversity_weight']
+        ['coverage_k', 'diversity', 'diversity_cap']
     """
     return frozenset(
         parameter.name
