@@ -183,15 +183,37 @@ def test_sampling_metrics_hand_computed():
     assert m["feasible_rate"] == pytest.approx(100 * (2 + 4) / 8)
     assert m["feasible_coverage"] == pytest.approx(100 * (2 / 3 + 1 / 2) / 2)
     assert m["best_of_k_accuracy"] == pytest.approx(100 * 2 / 3)
+    # Coverage of k < 4 samples, from all 4: s1 finds 2 of its 3 feasible plans once each, so one sample finds each
+    # with probability 1/4 and two samples with 1 - C(3,2)/C(4,2) = 1/2: 1/6 and 1/3. s2 holds DECELERATE 4 times:
+    # 1/2 of its feasible set for any k. (s3 has no feasible set.)
+    assert m["feasible_coverage_at"] == pytest.approx({"1": 100 * (1 / 6 + 1 / 2) / 2, "2": 100 * (1 / 3 + 1 / 2) / 2})
     # The headline accuracy still uses `completion` (the greedy answer).
     assert m["planning_accuracy"] == pytest.approx(100 * 2 / 3)
+
+
+def test_coverage_at_k_is_the_mean_over_every_k_subset():
+    import itertools
+
+    from alphadrive_trl.evaluation.metrics import coverage_at_k
+
+    a, b, c = ("STOP", "STRAIGHT"), ("KEEP", "STRAIGHT"), ("STOP", "LEFT_CHANGE")
+    plans = [a, a, b, None, c, b, a]
+    feasible = {a, c, ("DECELERATE", "STRAIGHT")}
+    for k in range(1, len(plans) + 1):
+        subsets = list(itertools.combinations(plans, k))
+        expected = sum(len(set(s) & feasible) / len(feasible) for s in subsets) / len(subsets)
+        assert coverage_at_k(plans, feasible, k) == pytest.approx(expected, abs=1e-12)
+    with pytest.raises(ValueError, match="between 1 and the number of samples"):
+        coverage_at_k(plans, feasible, 8)
+    with pytest.raises(ValueError, match="feasible set is empty"):
+        coverage_at_k(plans, set(), 2)
 
 
 def test_sampling_metrics_absent_without_samples_and_none_without_feasible_sets():
     assert sampling_metrics(META_RECORDS) == {}
     no_feasible = [{**r, "feasible_actions": None} for r in SAMPLED_RECORDS]
     m = sampling_metrics(no_feasible)
-    assert m["feasible_rate"] is None and m["feasible_coverage"] is None
+    assert m["feasible_rate"] is None and m["feasible_coverage"] is None and m["feasible_coverage_at"] == {}
     assert m["mean_distinct_plans"] == pytest.approx(2.0)
 
 

@@ -226,7 +226,8 @@ def render_report(
             f"{metrics['num_sampled_scenes']} scenes × {metrics['samples_per_scene']:g} samples. "
             f"Mean distinct valid plans per scene: {metrics['mean_distinct_plans']:.2f}; feasible rate "
             f"{_fmt(metrics['feasible_rate'])} %; feasible coverage {_fmt(metrics['feasible_coverage'])} %; "
-            f"best-of-K accuracy {_fmt(metrics['best_of_k_accuracy'])} %.",
+            f"best-of-K accuracy {_fmt(metrics['best_of_k_accuracy'])} %."
+            + _coverage_at_text(metrics.get("feasible_coverage_at")),
             "",
             "More distinct plans with a high feasible rate means the model proposes several *acceptable* plans "
             "(the multimodal planning the paper reports after RL); more distinct plans with a falling feasible rate "
@@ -380,3 +381,11 @@ def compare_runs(runs: Sequence[str | os.PathLike], names: Sequence[str] | None 
             cells.append(_fmt(second - first, unit) if None not in values else "–")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _coverage_at_text(coverage_at: dict[str, float] | None) -> str:
+    """` Feasible coverage of fewer samples (unbiased, from all K): 1: 42.1 %, 2: 60.3 %.` or nothing."""
+    if not coverage_at:
+        return ""
+    values = ", ".join(f"{k}: {_fmt(v)} %" for k, v in coverage_at.items())
+    return f" Feasible coverage of fewer samples (unbiased estimate from all K): {values}."
