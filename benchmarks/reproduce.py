@@ -24,6 +24,8 @@ its own seed. Settings (answer-only targets and completions, `prompt_template: a
 - optional (`--long-grpo-steps N`, every seed): `sft20_grpo_long`, the demo GRPO from the same warm-up for N steps
   instead of `--grpo-steps` (more RL; session 12 chose 2,400 on validation); with `--long-grpo-safety` also
   `sft20_grpo_safety_long`, the same with `grpo/config_demo_safety.yaml` (the `safety` penalty at 3).
+- optional (`--with-coverage`, every seed): `sft20_grpo_coverage`, the demo GRPO with a stronger KL anchor
+  (`grpo/config_demo_coverage.yaml`, beta 0.3), from the same warm-up: it keeps the K-sample coverage (session 13).
 - optional (`--navigation-overrides N`, every seed): `sft20_nav`, the warm-up with the rows whose path departs from
   the navigation command shown N times (`repeat_navigation_overrides`: cones on a `go straight` route, a blocked
   lane), and `sft20_nav_grpo`, the demo GRPO from it.
@@ -64,6 +66,7 @@ GRPO_RECIPE = "recipes/tiny-qwen2.5-vl/grpo/config_demo.yaml"
 REASONING_SFT_RECIPE = "recipes/tiny-qwen2.5-vl/sft/config_demo_reasoning.yaml"
 REASONING_GRPO_RECIPE = "recipes/tiny-qwen2.5-vl/grpo/config_demo_reasoning.yaml"
 SAFETY_GRPO_RECIPE = "recipes/tiny-qwen2.5-vl/grpo/config_demo_safety.yaml"
+COVERAGE_GRPO_RECIPE = "recipes/tiny-qwen2.5-vl/grpo/config_demo_coverage.yaml"
 BASE_RECIPE = "recipes/tiny-qwen2.5-vl/pretrain/config_perception.yaml"
 
 
@@ -295,6 +298,8 @@ class Study:
                 tasks[f"{seed}/sft_all_long"] = ([], partial(self.sft, "sft_all_long", seed, start, long))
             if a.with_safety:  # the demo GRPO with a stronger `safety` penalty, from the same warm-up
                 tasks[f"{seed}/sft20_grpo_safety"] = ([f"{seed}/sft20"], partial(self.grpo, "sft20_grpo_safety", seed, sft20, ["--stage", "grpo"], None, SAFETY_GRPO_RECIPE))  # fmt: skip
+            if a.with_coverage:  # the demo GRPO with a stronger KL anchor, from the same warm-up
+                tasks[f"{seed}/sft20_grpo_coverage"] = ([f"{seed}/sft20"], partial(self.grpo, "sft20_grpo_coverage", seed, sft20, ["--stage", "grpo"], None, COVERAGE_GRPO_RECIPE))  # fmt: skip
             if a.long_grpo_steps:  # more RL from the same warm-up
                 tasks[f"{seed}/sft20_grpo_long"] = ([f"{seed}/sft20"], partial(self.grpo, "sft20_grpo_long", seed, sft20, ["--stage", "grpo"], a.long_grpo_steps))  # fmt: skip
             if a.long_grpo_steps and a.long_grpo_safety:
@@ -354,6 +359,7 @@ class Study:
                 "sft20_grpo_long",
                 "sft20_grpo_safety_long",
                 "sft20_grpo_safety",
+                "sft20_grpo_coverage",
                 "sft20_nav",
                 "sft20_nav_grpo",
                 "sft_all",
@@ -411,6 +417,8 @@ class Study:
                 ),
                 ("longer GRPO, penalty 3, minus the demo GRPO (same warm-up)", "sft20_grpo_safety_long", "sft20_grpo"),
                 ("safety recipe (penalty 3): SFT 20 % → GRPO minus its own warm-up", "sft20_grpo_safety", "sft20"),
+                ("coverage recipe (beta 0.3): SFT 20 % → GRPO minus its own warm-up", "sft20_grpo_coverage", "sft20"),
+                ("coverage recipe minus the demo GRPO (beta 0.3 against 0.1)", "sft20_grpo_coverage", "sft20_grpo"),
                 (
                     "safety recipe minus the demo GRPO (penalty 3 against 2)",
                     "sft20_grpo_safety",
@@ -562,6 +570,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--with-ablation", action="store_true", help="Add the reward ablation (first seed).")
     p.add_argument(
         "--with-safety", action="store_true", help="Add GRPO with grpo/config_demo_safety.yaml (all seeds)."
+    )
+    p.add_argument(
+        "--with-coverage",
+        action="store_true",
+        help="Add GRPO with grpo/config_demo_coverage.yaml (beta 0.3: keeps the K-sample coverage; all seeds).",
     )
     p.add_argument(
         "--long-grpo-steps",

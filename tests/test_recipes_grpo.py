@@ -142,7 +142,12 @@ def test_demo_recipe_runs_on_cpu_from_the_tiny_sft_output():
 def test_demo_recipes_hold_two_scenes_per_step_on_two_cpu_ranks(monkeypatch):
     # `make` launches the demo on 2 torchrun ranks: 8 completions per rank = one group of 8 per rank, 2 scenes a step.
     monkeypatch.setattr(DrivingGRPOConfig, "world_size", property(lambda self: 2))
-    for name in ("config_demo.yaml", "config_demo_safety.yaml", "config_demo_reasoning.yaml"):
+    for name in (
+        "config_demo.yaml",
+        "config_demo_safety.yaml",
+        "config_demo_coverage.yaml",
+        "config_demo_reasoning.yaml",
+    ):
         _, args, _ = parse(TINY / name)
         assert (args.per_device_train_batch_size, args.num_generations) == (8, 8), name
         assert args.generation_batch_size == 16 and args.steps_per_generation == 1, name
@@ -156,6 +161,15 @@ def test_safety_recipe_is_the_demo_recipe_with_a_stronger_safety_penalty():
     assert safe.output_dir == "outputs/demo-grpo-safety"
     same = ("learning_rate", "lr_scheduler_type", "beta", "num_generations", "max_steps", "max_completion_length")
     assert all(getattr(safe, key) == getattr(demo, key) for key in same)
+
+
+def test_coverage_recipe_is_the_demo_recipe_with_a_stronger_kl_anchor():
+    _, demo, _ = parse(TINY / "config_demo.yaml")
+    _, coverage, _ = parse(TINY / "config_demo_coverage.yaml")
+    assert (demo.beta, coverage.beta) == (0.1, 0.3)
+    assert coverage.output_dir == "outputs/demo-grpo-coverage"
+    differ = {"beta", "output_dir", "logging_dir", "distributed_state"}  # distributed_state: an object per config
+    assert {k for k, v in vars(demo).items() if getattr(coverage, k) != v and k not in differ} == set()
 
 
 def test_ablation_recipes_differ_only_in_rewards():

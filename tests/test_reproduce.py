@@ -75,6 +75,7 @@ def test_study_jobs_take_the_whole_demo_step_in_one_process(tmp_path, monkeypatc
     study.grpo("sft20_grpo", 0, tmp_path / "sft20", ["--stage", "grpo"])
     study.grpo("sft20_reasoning_grpo", 0, tmp_path / "r", [], recipe=reproduce.REASONING_GRPO_RECIPE)
     study.grpo("sft20_grpo_safety", 0, tmp_path / "sft20", [], recipe=reproduce.SAFETY_GRPO_RECIPE)
+    study.grpo("sft20_grpo_coverage", 0, tmp_path / "sft20", [], recipe=reproduce.COVERAGE_GRPO_RECIPE)
     for cmd in commands:
         flags = dict(zip(cmd[3::2], cmd[4::2]))
         assert flags["--per_device_train_batch_size"] == "16", cmd
@@ -128,3 +129,21 @@ def test_long_grpo_steps_add_grpo_from_the_same_warm_up_for_that_many_steps(tmp_
     assert graph["0/sft20_grpo_long"][0] == ["0/sft20"]
     with pytest.raises(SystemExit):
         reproduce.parse_args([*args, "--long-grpo-safety"])
+
+
+def test_with_coverage_adds_the_coverage_recipe_from_the_same_warm_up(tmp_path, monkeypatch):
+    args = ["--work-dir", str(tmp_path), "--results-dir", str(tmp_path), "--base-model", "base", "--seeds", "0"]
+    study = reproduce.Study(reproduce.parse_args([*args, "--skip-reasoning", "--with-coverage"]))
+    commands, graph = [], {}
+    monkeypatch.setattr(study, "run", lambda name, cmd, marker: commands.append(cmd))
+    monkeypatch.setattr(reproduce, "run_task_graph", lambda tasks, jobs: graph.update(tasks))
+    study.execute()
+    commands.clear()
+    graph["0/sft20_grpo"][1]()
+    graph["0/sft20_grpo_coverage"][1]()
+    demo, coverage = (dict(zip(cmd[3::2], cmd[4::2])) for cmd in commands)
+    assert coverage["--config"] == reproduce.COVERAGE_GRPO_RECIPE and demo["--config"] == reproduce.GRPO_RECIPE
+    assert coverage["--max_steps"] == demo["--max_steps"] == str(reproduce.DEMO_GRPO_STEPS)
+    assert coverage["--model_name_or_path"] == demo["--model_name_or_path"] == str(tmp_path / "seed0" / "sft20")
+    assert coverage["--output_dir"] == str(tmp_path / "seed0" / "sft20_grpo_coverage")
+    assert graph["0/sft20_grpo_coverage"][0] == ["0/sft20"]
