@@ -107,20 +107,27 @@ def test_navigation_overrides_add_a_warm_up_that_repeats_them_and_grpo_from_it(t
     ]
 
 
-def test_long_grpo_steps_add_grpo_from_the_same_warm_up_for_that_many_steps(tmp_path, monkeypatch):
+def _grpo_flags(tmp_path, monkeypatch, study_flags, arms):
+    """The study's task graph for seed 0 with `study_flags`, and the flags of the GRPO commands of `arms`."""
     args = ["--work-dir", str(tmp_path), "--results-dir", str(tmp_path), "--base-model", "base", "--seeds", "0"]
-    study = reproduce.Study(
-        reproduce.parse_args([*args, "--skip-reasoning", "--long-grpo-steps", "2400", "--long-grpo-safety"])
-    )
+    study = reproduce.Study(reproduce.parse_args([*args, "--skip-reasoning", *study_flags]))
     commands, graph = [], {}
     monkeypatch.setattr(study, "run", lambda name, cmd, marker: commands.append(cmd))
     monkeypatch.setattr(reproduce, "run_task_graph", lambda tasks, jobs: graph.update(tasks))
     study.execute()
-    commands.clear()
-    graph["0/sft20_grpo"][1]()
-    graph["0/sft20_grpo_long"][1]()
-    graph["0/sft20_grpo_safety_long"][1]()
-    demo, long, safety = (dict(zip(cmd[3::2], cmd[4::2])) for cmd in commands)
+    commands.clear()  # the data builds `execute` runs up front
+    for arm in arms:
+        graph[f"0/{arm}"][1]()
+    return graph, [dict(zip(cmd[3::2], cmd[4::2])) for cmd in commands]
+
+
+def test_long_grpo_steps_add_grpo_from_the_same_warm_up_for_that_many_steps(tmp_path, monkeypatch):
+    graph, (demo, long, safety) = _grpo_flags(
+        tmp_path,
+        monkeypatch,
+        ["--long-grpo-steps", "2400", "--long-grpo-safety"],
+        ["sft20_grpo", "sft20_grpo_long", "sft20_grpo_safety_long"],
+    )
     assert long["--max_steps"] == safety["--max_steps"] == "2400"
     assert demo["--max_steps"] == str(reproduce.DEMO_GRPO_STEPS)
     assert long["--config"] == reproduce.GRPO_RECIPE and safety["--config"] == reproduce.SAFETY_GRPO_RECIPE
@@ -128,20 +135,13 @@ def test_long_grpo_steps_add_grpo_from_the_same_warm_up_for_that_many_steps(tmp_
     assert long["--model_name_or_path"] == demo["--model_name_or_path"] == str(tmp_path / "seed0" / "sft20")
     assert graph["0/sft20_grpo_long"][0] == ["0/sft20"]
     with pytest.raises(SystemExit):
-        reproduce.parse_args([*args, "--long-grpo-safety"])
+        reproduce.parse_args(["--long-grpo-safety"])
 
 
 def test_with_coverage_adds_the_coverage_recipe_from_the_same_warm_up(tmp_path, monkeypatch):
-    args = ["--work-dir", str(tmp_path), "--results-dir", str(tmp_path), "--base-model", "base", "--seeds", "0"]
-    study = reproduce.Study(reproduce.parse_args([*args, "--skip-reasoning", "--with-coverage"]))
-    commands, graph = [], {}
-    monkeypatch.setattr(study, "run", lambda name, cmd, marker: commands.append(cmd))
-    monkeypatch.setattr(reproduce, "run_task_graph", lambda tasks, jobs: graph.update(tasks))
-    study.execute()
-    commands.clear()
-    graph["0/sft20_grpo"][1]()
-    graph["0/sft20_grpo_coverage"][1]()
-    demo, coverage = (dict(zip(cmd[3::2], cmd[4::2])) for cmd in commands)
+    graph, (demo, coverage) = _grpo_flags(
+        tmp_path, monkeypatch, ["--with-coverage"], ["sft20_grpo", "sft20_grpo_coverage"]
+    )
     assert coverage["--config"] == reproduce.COVERAGE_GRPO_RECIPE and demo["--config"] == reproduce.GRPO_RECIPE
     assert coverage["--max_steps"] == demo["--max_steps"] == str(reproduce.DEMO_GRPO_STEPS)
     assert coverage["--model_name_or_path"] == demo["--model_name_or_path"] == str(tmp_path / "seed0" / "sft20")

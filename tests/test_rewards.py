@@ -574,35 +574,17 @@ def test_feasible_coverage_hand_computed():
     # DECELERATE: 1 + STOP found by 2 of 3 partners -> (1 + 2/3) / 2 = 5/6. KEEP: (2/3 + 1/3) / 2 = 1/2.
     completions = [answer("STOP", "STRAIGHT"), answer("STOP", "STRAIGHT"), answer("DECELERATE", "STRAIGHT")]
     completions.append(answer("KEEP", "STRAIGHT"))
-    feasible = [["DECELERATE, STRAIGHT"]] * 4
-    rewards_k2 = call(
-        FeasibleCoverageReward(2),
-        completions,
-        prompts=["p"] * 4,
-        speed="STOP",
-        path="STRAIGHT",
-        feasible_actions=feasible,
-    )
-    assert rewards_k2 == approx([2 / 3, 2 / 3, 5 / 6, 1 / 2])
+
+    def cover(k):
+        columns = dict(speed="STOP", path="STRAIGHT", feasible_actions=[["DECELERATE, STRAIGHT"]] * 4)
+        return call(FeasibleCoverageReward(k), completions, prompts=["p"] * 4, **columns)
+
+    assert cover(2) == approx([2 / 3, 2 / 3, 5 / 6, 1 / 2])
     # The group mean is the unbiased 2-sample coverage: pairs of the 4 completions cover 4 / 6 of F on average.
-    assert sum(rewards_k2) / 4 == pytest.approx(2 / 3, abs=ABS)
+    assert sum(cover(2)) / 4 == pytest.approx(2 / 3, abs=ABS)
     # k = 1: [plan in F] / |F|. k >= n: one subset, the whole group, which covers F: every completion scores 1.
-    assert call(
-        FeasibleCoverageReward(1),
-        completions,
-        prompts=["p"] * 4,
-        speed="STOP",
-        path="STRAIGHT",
-        feasible_actions=feasible,
-    ) == [0.5, 0.5, 0.5, 0.0]
-    assert call(
-        FeasibleCoverageReward(8),
-        completions,
-        prompts=["p"] * 4,
-        speed="STOP",
-        path="STRAIGHT",
-        feasible_actions=feasible,
-    ) == [1.0, 1.0, 1.0, 1.0]
+    assert cover(1) == [0.5, 0.5, 0.5, 0.0]
+    assert cover(8) == [1.0, 1.0, 1.0, 1.0]
 
 
 def test_feasible_coverage_one_feasible_plan_is_pass_at_k():

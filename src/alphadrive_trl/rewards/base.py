@@ -165,6 +165,17 @@ def _ground_truth(axis: str, n: int, kwargs: Mapping[str, Any], reward_name: str
     return truth
 
 
+def _column_or_none(kwargs: Mapping[str, Any], column: str, n: int) -> list[Any]:
+    """The values of `column`, one per completion, or `[None] * n` when the call has no such column (every row then
+    lacks the value: the rewards score it like a missing cell)."""
+    values = kwargs.get(column)
+    if values is None:
+        return [None] * n
+    if len(values) != n:
+        raise ValueError(f"Column `{column}` has {len(values)} values for {n} completions; they must be aligned.")
+    return list(values)
+
+
 class _Batch:
     """What the rewards of one TRL step need, computed once and shared: texts, group ids, predicted words.
 

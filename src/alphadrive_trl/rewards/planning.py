@@ -37,7 +37,7 @@ from ..actions import (
     parse_answer,
     parse_plan,
 )
-from .base import Predictor, _Batch, _DrivingReward, _ground_truth
+from .base import Predictor, _Batch, _column_or_none, _DrivingReward, _ground_truth
 
 # Safety-critical decisions weigh more (AlphaDrive, "planning action weights").
 DEFAULT_ACTION_WEIGHTS: dict[str, dict[str, float]] = {
@@ -366,7 +366,7 @@ class FeasibleCoverageReward(_DrivingReward):
     def _score(self, batch: _Batch, kwargs: Mapping[str, Any]) -> list[float | None]:
         speed = _ground_truth("speed", batch.size, kwargs, self.__name__)
         path = _ground_truth("path", batch.size, kwargs, self.__name__)
-        feasible = _column(kwargs, "feasible_actions", batch.size)
+        feasible = _column_or_none(kwargs, "feasible_actions", batch.size)
         plans = [_single_plan(p) for p in self._predicted(batch, kwargs)]
         counts = Counter((g, plan) for g, plan in zip(batch.groups, plans) if plan is not None)
         sizes = Counter(batch.groups)
@@ -390,16 +390,6 @@ def _single_plan(words: AnswerWords) -> tuple[str, str] | None:
     if len(words.speed) == 1 and len(words.path) == 1:
         return next(iter(words.speed)), next(iter(words.path))
     return None
-
-
-def _column(kwargs: Mapping[str, Any], name: str, n: int) -> list[Any]:
-    """A dataset column aligned with the completions, or Nones when the call does not have it."""
-    values = kwargs.get(name)
-    if values is None:
-        return [None] * n
-    if len(values) != n:
-        raise ValueError(f"Column `{name}` has {len(values)} values for {n} completions; they must be aligned.")
-    return list(values)
 
 
 def _feasible_plans(

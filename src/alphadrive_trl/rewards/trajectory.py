@@ -28,7 +28,7 @@ from ..trajectory import (
     l2_errors,
     parse_trajectory,
 )
-from .base import Predictor, _Batch, _DrivingReward
+from .base import Predictor, _Batch, _column_or_none, _DrivingReward
 from .planning import PlanningReward
 
 TRAJECTORY_LABELLER_MODES: tuple[str, ...] = LABELLER_MODES  # the labeller that labels the data
@@ -56,17 +56,6 @@ def _derived_predictor(labeller: str) -> Predictor:
         raise ValueError(
             f"`trajectory_labeller` must be one of {', '.join(TRAJECTORY_LABELLER_MODES)}, got {labeller!r}."
         ) from None
-
-
-def _column_or_none(kwargs: Mapping[str, Any], column: str, n: int) -> list[Any]:
-    """The values of `column`, one per completion, or `[None] * n` when the call has no such column (every row then
-    lacks the value: the rewards score it like a missing cell)."""
-    values = kwargs.get(column)
-    if values is None:
-        return [None] * n
-    if len(values) != n:
-        raise ValueError(f"Column `{column}` has {len(values)} values for {n} completions; they must be aligned.")
-    return list(values)
 
 
 def _with_ego_speed(kwargs: Mapping[str, Any], n: int) -> Mapping[str, Any]:
