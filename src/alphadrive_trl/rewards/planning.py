@@ -14,6 +14,9 @@ Per axis (speed, path), with P the predicted words (`actions.parse_answer`, seve
      answer without any valid word gets `+w`. Unlike the published code, which counted over the whole call, the
      count is per group.
 
+`feasible_coverage` (not in the paper) credits each completion with its share of its group's expected k-sample
+coverage of the scene's feasible plans (`FeasibleCoverageReward`).
+
 `speed_planning_reward` / `path_planning_reward` = accuracy × weight × diversity factor (paper mode);
 `make_planning_reward` builds the other combinations (release mode, no weighting, no diversity, custom weights, or a
 custom `predict` hook, e.g. meta-actions derived from a predicted trajectory).
@@ -341,9 +344,11 @@ class FeasibleCoverageReward(_DrivingReward):
     with n the group size and c_p the number of completions of the group that answer p. Summed with the per-sample
     weights of the policy gradient, these credits are an unbiased estimate of the gradient of the k-sample coverage
     (the pass@k construction of Walder and Karkhanis, 2025, with coverage in place of pass): a wrong completion in a
-    group that already covers F with k - 1 others loses little, so GRPO stops piling every sample onto one answer,
-    and a completion that finds a plan the rest of its group misses gains most. With `k = 1` it is
-    `[plan in F] / |F|`; with `k >= n` all completions of a group score the same (no advantage), so use `k < n`.
+    group that already covers F with k - 1 others loses little, and a completion that finds a plan the rest of its
+    group misses gains most. With `k = 1` it is `[plan in F] / |F|`; with `k >= n` all completions of a group score
+    the same (no advantage), so use `k < n`. GRPO's per-group scaling (`scale_rewards: group`) gives a group with
+    two reward values the same advantages as plain accuracy; on the CPU demo this reward did not keep the coverage
+    of 8 samples (docs/rewards.md).
 
     A plan needs exactly one word on each axis. `None` (ignored by TRL) where the row has no ground truth.
 
