@@ -15,6 +15,7 @@ from typing import Any
 from trl import GRPOConfig, ScriptArguments, SFTConfig
 
 from .rewards import DIVERSITY_MODES, TRAJECTORY_LABELLER_MODES
+from .rewards.planning import check_coverage_k
 
 DRIVING_CONFIG_NAME = "alphadrive_config.json"
 
@@ -260,8 +261,7 @@ class DrivingGRPOConfig(GRPOConfig):
                 f"`max_completion_length` must be at least 1 token, got {self.max_completion_length}; the answer "
                 "alone needs about 15 and reasoning + answer about 150 (see `check_completion_budget`)."
             )
-        if isinstance(self.coverage_k, bool) or not isinstance(self.coverage_k, int) or self.coverage_k < 1:
-            raise ValueError(f"`coverage_k` must be an integer >= 1, got {self.coverage_k!r}.")
+        check_coverage_k(self.coverage_k)
         if self.trajectory_labeller not in TRAJECTORY_LABELLER_MODES:
             raise ValueError(
                 f"`trajectory_labeller` must be {_one_of(TRAJECTORY_LABELLER_MODES)}, got {self.trajectory_labeller!r}."

@@ -154,9 +154,8 @@ def sampling_metrics(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
     distinct_counts, best_of_k_hits = [], 0
     feasible_hits = feasible_total = 0
     coverages = []
-    sizes = sorted({len(r["completions"]) for r in sampled})
-    smaller = [k for k in (1 << i for i in range(sizes[0].bit_length())) if k < sizes[0]]
-    coverages_at: dict[int, list[float]] = {k: [] for k in smaller}
+    fewest = min(len(r["completions"]) for r in sampled)  # every scene must hold k samples
+    coverages_at: dict[int, list[float]] = {1 << i: [] for i in range(fewest.bit_length()) if 1 << i < fewest}
     for record in sampled:
         plans = [parse_answer_strict(c) for c in record["completions"]]
         found = {p for p in plans if p is not None}

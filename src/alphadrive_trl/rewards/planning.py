@@ -363,9 +363,7 @@ class FeasibleCoverageReward(_DrivingReward):
     """
 
     def __init__(self, k: int = 4, *, name: str = "feasible_coverage", **kwargs):
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"`coverage_k` must be an integer >= 1, got {k!r}.")
-        self.k = k
+        self.k = check_coverage_k(k)
         super().__init__(name, **kwargs)
 
     def _score(self, batch: _Batch, kwargs: Mapping[str, Any]) -> list[float | None]:
@@ -389,6 +387,13 @@ class FeasibleCoverageReward(_DrivingReward):
             )
             rewards.append(math.fsum(credits) / len(scene))
         return rewards
+
+
+def check_coverage_k(k: Any) -> int:
+    """`k` when it is a whole number >= 1 (the `coverage_k` setting), else a clear `ValueError`."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"`coverage_k` must be an integer >= 1, got {k!r}.")
+    return k
 
 
 def _single_plan(words: AnswerWords) -> tuple[str, str] | None:
