@@ -230,6 +230,16 @@ class DrivingGRPOConfig(GRPOConfig):
             "num_generations; k = 1 rewards any feasible plan."
         },
     )
+    expert_samples_per_group: int = field(
+        default=0,
+        metadata={
+            "help": "Replace the last n of each group's `num_generations` samples by the expert's completion (the "
+            "row's SFT target under the run's `prompt_template`): off-policy guidance. The expert sample gets a "
+            "positive advantage when the group's own samples miss its plan and none when they all find it, so GRPO "
+            "keeps mass on the expert plan where the policy is unsure (`alphadrive_trl.expert_guidance`). 0: plain "
+            "GRPO."
+        },
+    )
     trajectory_scale: float = field(
         default=2.0,
         metadata={"help": "Metres of ADE at which `trajectory_accuracy` falls to 1/e (trajectory mode only)."},
@@ -272,6 +282,12 @@ class DrivingGRPOConfig(GRPOConfig):
         for name in ("speed_action_weights", "path_action_weights"):
             setattr(self, name, _dict_from_json(name, getattr(self, name)))
         super().__post_init__()
+        if not 0 <= self.expert_samples_per_group < self.num_generations:
+            raise ValueError(
+                f"`expert_samples_per_group` must be between 0 and num_generations - 1 ({self.num_generations - 1}), "
+                f"got {self.expert_samples_per_group}: each group needs samples of the policy's own to compare the "
+                "expert's with."
+            )
 
     def reward_options(self) -> dict[str, Any]:
         """Keyword options for `alphadrive_trl.rewards.get_reward_funcs`."""

@@ -38,6 +38,7 @@ from .entrypoint import (
     setup_logging,
     train_and_save,
 )
+from .expert_guidance import expert_slots, replace_with_expert
 from .image_budget import apply_image_budget
 from .modeling import SaveDrivingConfigCallback, freeze_vision_modules, load_model
 from .prompts import completion_text, to_grpo_example
@@ -57,6 +58,9 @@ DRIVING_METRICS: tuple[str, ...] = (
 _PLAN_INDEX = {plan: index for index, plan in enumerate(ALL_PLANS)}
 # Columns of the per-completion statistics tensor built by `completion_statistics`.
 _SPEED_OK, _PATH_OK, _FORMAT_OK, _PLAN = range(4)
+# `_PLAN` of an expert completion put into the group (`expert_samples_per_group`): left out of the driving metrics,
+# which describe the policy's own samples.
+_EXPERT = -2
 
 
 def ground_truth_plan(row: dict[str, Any]) -> tuple[str | None, str | None]:
@@ -110,15 +114,16 @@ def driving_metrics(stats: torch.Tensor, num_generations: int) -> dict[str, floa
         (1.5, 0.25)
     """
     stats = stats.float().cpu()
-    speed_ok, path_ok = stats[:, _SPEED_OK], stats[:, _PATH_OK]
     plans = stats[:, _PLAN].long().view(-1, num_generations)
     distinct = [len({p for p in group.tolist() if p >= 0}) for group in plans]
+    own = stats[stats[:, _PLAN] != _EXPERT]  # expert completions are not the policy's samples
+    speed_ok, path_ok = own[:, _SPEED_OK], own[:, _PATH_OK]
     return {
         "driving/speed_accuracy": torch.nanmean(speed_ok).item(),
         "driving/path_accuracy": torch.nanmean(path_ok).item(),
         "driving/plan_accuracy": torch.nanmean(speed_ok * path_ok).item(),
-        "driving/answer_rate": (stats[:, _PLAN] >= 0).float().mean().item(),
-        "driving/format_rate": stats[:, _FORMAT_OK].mean().item(),
+        "driving/answer_rate": (own[:, _PLAN] >= 0).float().mean().item(),
+        "driving/format_rate": own[:, _FORMAT_OK].mean().item(),
         "driving/distinct_plans_per_group": sum(distinct) / len(distinct),
     }
 
@@ -165,10 +170,15 @@ class DrivingGRPOTrainer(QwenVLCheckpointMixin, GRPOTrainer):
         ... )
     """
 
-    def __init__(self, model, reward_funcs=None, args=None, **kwargs):
+    def __init__(self, model, reward_funcs=None, args=None, prompt_template="default", **kwargs):
         # Shared-prompt scoring: which models were checked against TRL's pass, and whether a check failed
         self._shared_prompt_checked: set[str] = set()
         self._shared_prompt_off = False
+        # Expert guidance (`expert_samples_per_group`): the SFT target's template, the rows of the batch being
+        # generated, and which of its completions are the expert's.
+        self.prompt_template = prompt_template
+        self._generation_rows: list[dict[str, Any]] | None = None
+        self._expert_flags: list[bool] = []
         if reward_funcs is None:
             if not isinstance(args, DrivingGRPOConfig):
                 raise ValueError("Pass `reward_funcs`, or a `DrivingGRPOConfig` whose `reward_funcs` names them.")
@@ -309,13 +319,46 @@ class DrivingGRPOTrainer(QwenVLCheckpointMixin, GRPOTrainer):
         )
         return False
 
+    # --- expert guidance (alphadrive_trl.expert_guidance) -----------------------------------------------------------
+
+    def _generate_and_score_completions(self, inputs):
+        self._generation_rows, self._expert_flags = inputs, []
+        try:
+            return super()._generate_and_score_completions(inputs)
+        finally:
+            self._generation_rows = None
+
+    def _generate(self, prompts):
+        generated = super()._generate(prompts)
+        per_group = getattr(self.args, "expert_samples_per_group", 0)
+        if not per_group or not self.model.training or self._generation_rows is None:
+            return generated
+        slots = expert_slots(len(prompts), self.accelerator.process_index, self.num_generations, per_group)
+        tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)
+        # The end-of-turn token the policy stops on (`<|im_end|>` for Qwen-VL), as in the SFT targets.
+        eos = tokenizer.eos_token_id if tokenizer.eos_token_id in self.eos_token_ids else self.eos_token_ids[0]
+        generated, self._expert_flags = replace_with_expert(
+            generated,
+            self._generation_rows,
+            slots,
+            tokenizer,
+            self.prompt_template,
+            eos,
+            self.args.max_completion_length,
+        )
+        return generated
+
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         mode = "train" if self.model.training else "eval"
         num_generations = self.num_generations if mode == "train" else self.num_generations_eval
         # Every process computes its own completions' statistics; the gather makes prompt groups whole again, in the
         # same order as the gathered rewards.
-        local_stats = completion_statistics(completions, inputs).to(self.accelerator.device)
+        local_stats = completion_statistics(completions, inputs)
+        if any(self._expert_flags):
+            local_stats[torch.tensor(self._expert_flags), _PLAN] = _EXPERT
+            self._metrics[mode]["driving/expert_share"].append(sum(self._expert_flags) / len(self._expert_flags))
+        local_stats = local_stats.to(self.accelerator.device)
         stats = self.accelerator.gather(local_stats)
         for name, value in driving_metrics(stats, num_generations).items():
             self._metrics[mode][name].append(value)
@@ -429,10 +472,12 @@ def train_grpo(
         logger.info(f"freeze_vision_modules: {freeze_vision_modules(model):,} vision parameters frozen.")
     apply_image_budget(processor, model=model)  # families whose model reads the budget too (LLaVA-OneVision)
 
+    extra = {"prompt_template": script_args.prompt_template} if issubclass(trainer_class, DrivingGRPOTrainer) else {}
     trainer = trainer_class(
         model=model,
         reward_funcs=reward_funcs,
         args=training_args,
+        **extra,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         processing_class=processor,
