@@ -26,6 +26,8 @@ its own seed. Settings (answer-only targets and completions, `prompt_template: a
   `sft20_grpo_safety_long`, the same with `grpo/config_demo_safety.yaml` (the `safety` penalty at 3).
 - optional (`--with-coverage`, every seed): `sft20_grpo_coverage`, the demo GRPO with a stronger KL anchor
   (`grpo/config_demo_coverage.yaml`, beta 0.3), from the same warm-up: it keeps the K-sample coverage (session 13).
+- optional (`--with-expert`, every seed): `sft20_grpo_expert`, the demo GRPO with one expert completion in each group
+  (`grpo/config_demo_expert.yaml`, `expert_samples_per_group: 1`), from the same warm-up (session 14).
 - optional (`--navigation-overrides N`, every seed): `sft20_nav`, the warm-up with the rows whose path departs from
   the navigation command shown N times (`repeat_navigation_overrides`: cones on a `go straight` route, a blocked
   lane), and `sft20_nav_grpo`, the demo GRPO from it.
@@ -67,6 +69,7 @@ REASONING_SFT_RECIPE = "recipes/tiny-qwen2.5-vl/sft/config_demo_reasoning.yaml"
 REASONING_GRPO_RECIPE = "recipes/tiny-qwen2.5-vl/grpo/config_demo_reasoning.yaml"
 SAFETY_GRPO_RECIPE = "recipes/tiny-qwen2.5-vl/grpo/config_demo_safety.yaml"
 COVERAGE_GRPO_RECIPE = "recipes/tiny-qwen2.5-vl/grpo/config_demo_coverage.yaml"
+EXPERT_GRPO_RECIPE = "recipes/tiny-qwen2.5-vl/grpo/config_demo_expert.yaml"
 BASE_RECIPE = "recipes/tiny-qwen2.5-vl/pretrain/config_perception.yaml"
 
 
@@ -300,6 +303,8 @@ class Study:
                 tasks[f"{seed}/sft20_grpo_safety"] = ([f"{seed}/sft20"], partial(self.grpo, "sft20_grpo_safety", seed, sft20, ["--stage", "grpo"], None, SAFETY_GRPO_RECIPE))  # fmt: skip
             if a.with_coverage:  # the demo GRPO with a stronger KL anchor, from the same warm-up
                 tasks[f"{seed}/sft20_grpo_coverage"] = ([f"{seed}/sft20"], partial(self.grpo, "sft20_grpo_coverage", seed, sft20, ["--stage", "grpo"], None, COVERAGE_GRPO_RECIPE))  # fmt: skip
+            if a.with_expert:  # the demo GRPO with the expert's completion in every group, from the same warm-up
+                tasks[f"{seed}/sft20_grpo_expert"] = ([f"{seed}/sft20"], partial(self.grpo, "sft20_grpo_expert", seed, sft20, ["--stage", "grpo"], None, EXPERT_GRPO_RECIPE))  # fmt: skip
             if a.long_grpo_steps:  # more RL from the same warm-up
                 tasks[f"{seed}/sft20_grpo_long"] = ([f"{seed}/sft20"], partial(self.grpo, "sft20_grpo_long", seed, sft20, ["--stage", "grpo"], a.long_grpo_steps))  # fmt: skip
             if a.long_grpo_steps and a.long_grpo_safety:
@@ -360,6 +365,7 @@ class Study:
                 "sft20_grpo_safety_long",
                 "sft20_grpo_safety",
                 "sft20_grpo_coverage",
+                "sft20_grpo_expert",
                 "sft20_nav",
                 "sft20_nav_grpo",
                 "sft_all",
@@ -419,6 +425,9 @@ class Study:
                 ("safety recipe (penalty 3): SFT 20 % → GRPO minus its own warm-up", "sft20_grpo_safety", "sft20"),
                 ("coverage recipe (beta 0.3): SFT 20 % → GRPO minus its own warm-up", "sft20_grpo_coverage", "sft20"),
                 ("coverage recipe minus the demo GRPO (beta 0.3 against 0.1)", "sft20_grpo_coverage", "sft20_grpo"),
+                ("expert recipe: SFT 20 % → GRPO minus its own warm-up", "sft20_grpo_expert", "sft20"),
+                ("expert recipe minus SFT-all with the same sample passes", "sft20_grpo_expert", "sft_all"),
+                ("expert recipe minus the demo GRPO (one expert sample per group)", "sft20_grpo_expert", "sft20_grpo"),
                 (
                     "safety recipe minus the demo GRPO (penalty 3 against 2)",
                     "sft20_grpo_safety",
@@ -575,6 +584,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--with-coverage",
         action="store_true",
         help="Add GRPO with grpo/config_demo_coverage.yaml (beta 0.3: keeps the K-sample coverage; all seeds).",
+    )
+    p.add_argument(
+        "--with-expert",
+        action="store_true",
+        help="Add GRPO with grpo/config_demo_expert.yaml (one expert completion per group of 8; all seeds).",
     )
     p.add_argument(
         "--long-grpo-steps",

@@ -146,6 +146,7 @@ def test_demo_recipes_hold_two_scenes_per_step_on_two_cpu_ranks(monkeypatch):
         "config_demo.yaml",
         "config_demo_safety.yaml",
         "config_demo_coverage.yaml",
+        "config_demo_expert.yaml",
         "config_demo_reasoning.yaml",
     ):
         _, args, _ = parse(TINY / name)
@@ -170,6 +171,15 @@ def test_coverage_recipe_is_the_demo_recipe_with_a_stronger_kl_anchor():
     assert coverage.output_dir == "outputs/demo-grpo-coverage"
     differ = {"beta", "output_dir", "logging_dir", "distributed_state"}  # distributed_state: an object per config
     assert {k for k, v in vars(demo).items() if getattr(coverage, k) != v and k not in differ} == set()
+
+
+def test_expert_recipe_is_the_demo_recipe_with_one_expert_sample_per_group():
+    _, demo, _ = parse(TINY / "config_demo.yaml")
+    _, expert, _ = parse(TINY / "config_demo_expert.yaml")
+    assert (demo.expert_samples_per_group, expert.expert_samples_per_group) == (0, 1)
+    assert expert.output_dir == "outputs/demo-grpo-expert"
+    differ = {"expert_samples_per_group", "output_dir", "logging_dir", "distributed_state"}
+    assert {k for k, v in vars(demo).items() if getattr(expert, k) != v and k not in differ} == set()
 
 
 def test_ablation_recipes_differ_only_in_rewards():

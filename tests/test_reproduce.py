@@ -76,6 +76,7 @@ def test_study_jobs_take_the_whole_demo_step_in_one_process(tmp_path, monkeypatc
     study.grpo("sft20_reasoning_grpo", 0, tmp_path / "r", [], recipe=reproduce.REASONING_GRPO_RECIPE)
     study.grpo("sft20_grpo_safety", 0, tmp_path / "sft20", [], recipe=reproduce.SAFETY_GRPO_RECIPE)
     study.grpo("sft20_grpo_coverage", 0, tmp_path / "sft20", [], recipe=reproduce.COVERAGE_GRPO_RECIPE)
+    study.grpo("sft20_grpo_expert", 0, tmp_path / "sft20", [], recipe=reproduce.EXPERT_GRPO_RECIPE)
     for cmd in commands:
         flags = dict(zip(cmd[3::2], cmd[4::2]))
         assert flags["--per_device_train_batch_size"] == "16", cmd
@@ -138,12 +139,17 @@ def test_long_grpo_steps_add_grpo_from_the_same_warm_up_for_that_many_steps(tmp_
         reproduce.parse_args(["--long-grpo-safety"])
 
 
-def test_with_coverage_adds_the_coverage_recipe_from_the_same_warm_up(tmp_path, monkeypatch):
-    graph, (demo, coverage) = _grpo_flags(
-        tmp_path, monkeypatch, ["--with-coverage"], ["sft20_grpo", "sft20_grpo_coverage"]
-    )
-    assert coverage["--config"] == reproduce.COVERAGE_GRPO_RECIPE and demo["--config"] == reproduce.GRPO_RECIPE
-    assert coverage["--max_steps"] == demo["--max_steps"] == str(reproduce.DEMO_GRPO_STEPS)
-    assert coverage["--model_name_or_path"] == demo["--model_name_or_path"] == str(tmp_path / "seed0" / "sft20")
-    assert coverage["--output_dir"] == str(tmp_path / "seed0" / "sft20_grpo_coverage")
-    assert graph["0/sft20_grpo_coverage"][0] == ["0/sft20"]
+@pytest.mark.parametrize(
+    ("flag", "arm", "recipe"),
+    [
+        ("--with-coverage", "sft20_grpo_coverage", reproduce.COVERAGE_GRPO_RECIPE),
+        ("--with-expert", "sft20_grpo_expert", reproduce.EXPERT_GRPO_RECIPE),
+    ],
+)
+def test_recipe_arms_run_their_recipe_from_the_same_warm_up(tmp_path, monkeypatch, flag, arm, recipe):
+    graph, (demo, variant) = _grpo_flags(tmp_path, monkeypatch, [flag], ["sft20_grpo", arm])
+    assert variant["--config"] == recipe and demo["--config"] == reproduce.GRPO_RECIPE
+    assert variant["--max_steps"] == demo["--max_steps"] == str(reproduce.DEMO_GRPO_STEPS)
+    assert variant["--model_name_or_path"] == demo["--model_name_or_path"] == str(tmp_path / "seed0" / "sft20")
+    assert variant["--output_dir"] == str(tmp_path / "seed0" / arm)
+    assert graph[f"0/{arm}"][0] == ["0/sft20"]
