@@ -2,9 +2,10 @@
 
 `DrivingGRPOTrainer` is `trl.GRPOTrainer` with the recipe's rewards resolved by name (`DrivingGRPOConfig.reward_funcs`),
 `driving/*` metrics of the sampled completions logged from its `_calculate_rewards` override, shared-prompt scoring
-(`shared_prompt`: each prompt of a group runs once, from its `_get_per_token_logps_and_entropies` override), and the
-resume fix of `checkpointing.QwenVLCheckpointMixin`; `main()` is the `alphadrive-grpo` entry point. `docs/grpo.md`
-describes the trainer and lists the metrics.
+(`shared_prompt`: each prompt of a group runs once, from its `_get_per_token_logps_and_entropies` override), expert
+guidance (`expert_samples_per_group`: the expert's completion in every group, from its `_generate` override;
+`expert_guidance`) and the resume fix of `checkpointing.QwenVLCheckpointMixin`; `main()` is the `alphadrive-grpo`
+entry point. `docs/grpo.md` describes the trainer and lists the metrics.
 
 Example:
     python -m alphadrive_trl.grpo --config recipes/tiny-qwen2.5-vl/grpo/config_demo.yaml
@@ -160,6 +161,8 @@ class DrivingGRPOTrainer(QwenVLCheckpointMixin, GRPOTrainer):
         reward_funcs: reward callables (or reward-model ids) as for `trl.GRPOTrainer`; `None` builds them from
             `args.reward_funcs` (registry names or dotted paths, `resolve_reward_funcs`) and `args.reward_options()`.
         args: a `DrivingGRPOConfig` (a plain `GRPOConfig` works when `reward_funcs` is given).
+        prompt_template: the dataset's prompt template (`DrivingScriptArguments.prompt_template`); expert guidance
+            writes the expert's completion in it.
         **kwargs: everything else `trl.GRPOTrainer` takes (datasets, `processing_class`, `peft_config`, ...).
 
     Example:
@@ -357,11 +360,12 @@ class DrivingGRPOTrainer(QwenVLCheckpointMixin, GRPOTrainer):
         local_stats = completion_statistics(completions, inputs)
         if any(self._expert_flags):
             local_stats[torch.tensor(self._expert_flags), _PLAN] = _EXPERT
-            self._metrics[mode]["driving/expert_share"].append(sum(self._expert_flags) / len(self._expert_flags))
-        local_stats = local_stats.to(self.accelerator.device)
-        stats = self.accelerator.gather(local_stats)
+        stats = self.accelerator.gather(local_stats.to(self.accelerator.device))
         for name, value in driving_metrics(stats, num_generations).items():
             self._metrics[mode][name].append(value)
+        if mode == "train" and getattr(self.args, "expert_samples_per_group", 0):
+            # From the gathered batch, so every rank logs the same share
+            self._metrics[mode]["driving/expert_share"].append((stats[:, _PLAN] == _EXPERT).float().mean().item())
         return rewards_per_func
 
 
