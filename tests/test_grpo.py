@@ -347,11 +347,13 @@ def test_deepspeed_zero2_single_process(tiny_model_dir, tiny_dataset_dir, tmp_pa
 
 
 @pytest.mark.slow
-def test_two_process_gloo_run(tiny_model_dir, tiny_dataset_dir, tmp_path):
+@pytest.mark.parametrize("expert", [0, 1])
+def test_two_process_gloo_run(tiny_model_dir, tiny_dataset_dir, tmp_path, expert):
     out = tmp_path / "ddp"
     # --standalone: a free rendezvous port, so that a second test run on the machine cannot collide with this one.
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     argv = ["-m", "alphadrive_trl.grpo", *grpo_argv(tiny_model_dir, tiny_dataset_dir, out), "--log_level", "info"]
+    argv += ["--expert_samples_per_group", str(expert)]
     result = _launch(launcher + argv, tmp_path)
 
     args = _saved_args(out)
@@ -362,6 +364,8 @@ def test_two_process_gloo_run(tiny_model_dir, tiny_dataset_dir, tmp_path):
     # Each step consumes one prompt group per rank: 2 of the 38 GRPO rows (48 train rows, 20 % held by SFT).
     assert logs[1]["epoch"] == pytest.approx(2 / 38)
     assert all(name in logs[1] for name in DRIVING_METRICS) and "rewards/format/mean" in logs[1]
+    # Expert guidance across ranks: one of each rank's group of 4 is the expert's, the same share logged everywhere.
+    assert logs[1].get("driving/expert_share") == (0.25 if expert else None)
 
 
 class WhitespaceTokenizer:
