@@ -157,4 +157,9 @@ def test_grpo_run_puts_the_expert_completion_last_in_every_group(tiny_model_dir,
         assert all(t != text or i == 3 for i, (t, _, _) in enumerate(batch[:3]))  # a tiny random model never writes it
     logs = step_logs(trainer.state.log_history)
     assert logs[1]["driving/expert_share"] == 0.25
+    # The reward is the text length (format gives 0 to answer-only text): the expert's advantage is positive exactly
+    # when its answer is longer than its group's mean.
+    for step, batch in zip((1, 2), SEEN):
+        lengths = [len(text) for text, _, _ in batch]
+        assert logs[step]["driving/expert_positive_share"] == float(lengths[-1] > sum(lengths) / len(lengths))
     assert logs[1]["driving/answer_rate"] == 0.0  # the policy's own 3 samples; the expert's is left out

@@ -366,6 +366,7 @@ def test_two_process_gloo_run(tiny_model_dir, tiny_dataset_dir, tmp_path, expert
     assert all(name in logs[1] for name in DRIVING_METRICS) and "rewards/format/mean" in logs[1]
     # Expert guidance across ranks: one of each rank's group of 4 is the expert's, the same share logged everywhere.
     assert logs[1].get("driving/expert_share") == (0.25 if expert else None)
+    assert ("driving/expert_positive_share" in logs[1]) == bool(expert)  # gathered from both ranks
 
 
 class WhitespaceTokenizer:

@@ -327,9 +327,18 @@ class DrivingGRPOTrainer(QwenVLCheckpointMixin, GRPOTrainer):
     def _generate_and_score_completions(self, inputs):
         self._generation_rows, self._expert_flags = inputs, []
         try:
-            return super()._generate_and_score_completions(inputs)
+            output = super()._generate_and_score_completions(inputs)
         finally:
             self._generation_rows = None
+        if self.model.training and getattr(self.args, "expert_samples_per_group", 0):
+            # How often the expert teaches: the share of its samples with a positive advantage (the group missed its
+            # plan). NaN marks the policy's own samples, so every rank gathers a tensor of the same size.
+            flags = torch.tensor(self._expert_flags or [False] * len(inputs), device=output["advantages"].device)
+            positive = torch.where(flags, (output["advantages"] > 0).float(), torch.nan)
+            share = torch.nanmean(self.accelerator.gather(positive)).item()
+            if share == share:  # NaN when no row of the batch had an expert plan
+                self._metrics["train"]["driving/expert_positive_share"].append(share)
+        return output
 
     def _generate(self, prompts):
         generated = super()._generate(prompts)
