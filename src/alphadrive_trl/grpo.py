@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -324,28 +325,34 @@ class DrivingGRPOTrainer(QwenVLCheckpointMixin, GRPOTrainer):
 
     # --- expert guidance (alphadrive_trl.expert_guidance) -----------------------------------------------------------
 
+    @property
+    def _expert_per_group(self) -> int:
+        # 0 with a plain `GRPOConfig`, which has no such field
+        return getattr(self.args, "expert_samples_per_group", 0)
+
     def _generate_and_score_completions(self, inputs):
         self._generation_rows, self._expert_flags = inputs, []
         try:
             output = super()._generate_and_score_completions(inputs)
         finally:
             self._generation_rows = None
-        if self.model.training and getattr(self.args, "expert_samples_per_group", 0):
+        if self.model.training and self._expert_per_group:
             # How often the expert teaches: the share of its samples with a positive advantage (the group missed its
             # plan). NaN marks the policy's own samples, so every rank gathers a tensor of the same size.
             flags = torch.tensor(self._expert_flags or [False] * len(inputs), device=output["advantages"].device)
             positive = torch.where(flags, (output["advantages"] > 0).float(), torch.nan)
             share = torch.nanmean(self.accelerator.gather(positive)).item()
-            if share == share:  # NaN when no row of the batch had an expert plan
+            if not math.isnan(share):  # NaN when no row of the batch had an expert plan
                 self._metrics["train"]["driving/expert_positive_share"].append(share)
         return output
 
     def _generate(self, prompts):
         generated = super()._generate(prompts)
-        per_group = getattr(self.args, "expert_samples_per_group", 0)
-        if not per_group or not self.model.training or self._generation_rows is None:
+        if not self._expert_per_group or not self.model.training or self._generation_rows is None:
             return generated
-        slots = expert_slots(len(prompts), self.accelerator.process_index, self.num_generations, per_group)
+        slots = expert_slots(
+            len(prompts), self.accelerator.process_index, self.num_generations, self._expert_per_group
+        )
         tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)
         # The end-of-turn token the policy stops on (`<|im_end|>` for Qwen-VL), as in the SFT targets.
         eos = tokenizer.eos_token_id if tokenizer.eos_token_id in self.eos_token_ids else self.eos_token_ids[0]
@@ -372,7 +379,7 @@ class DrivingGRPOTrainer(QwenVLCheckpointMixin, GRPOTrainer):
         stats = self.accelerator.gather(local_stats.to(self.accelerator.device))
         for name, value in driving_metrics(stats, num_generations).items():
             self._metrics[mode][name].append(value)
-        if mode == "train" and getattr(self.args, "expert_samples_per_group", 0):
+        if mode == "train" and self._expert_per_group:
             # From the gathered batch, so every rank logs the same share
             self._metrics[mode]["driving/expert_share"].append((stats[:, _PLAN] == _EXPERT).float().mean().item())
         return rewards_per_func
