@@ -20,7 +20,9 @@ CAPTION_SEED ?= 101
 BASE_RECIPE ?= recipes/tiny-qwen2.5-vl/pretrain/config_perception.yaml
 BASE_MODEL ?= outputs/tiny-$(TINY_ARCH)-base
 SFT_RECIPE ?= recipes/tiny-qwen2.5-vl/sft/config_demo.yaml
-GRPO_RECIPE ?= recipes/tiny-qwen2.5-vl/grpo/config_demo.yaml
+# The demo's GRPO: AlphaDrive's rewards with one expert completion in each group of 8 (chosen on validation in session
+# 14; README, Quick start). grpo/config_demo.yaml is the same GRPO without it, as in the paper.
+GRPO_RECIPE ?= recipes/tiny-qwen2.5-vl/grpo/config_demo_expert.yaml
 RECIPE ?=
 ACCELERATE_CONFIG ?=
 NUM_PROCESSES ?= 1

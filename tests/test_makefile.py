@@ -39,6 +39,10 @@ def test_pipeline_and_eval_honour_output_dir():
 def test_demo_defaults_and_base_model_target():
     commands = dry_run("pipeline")
     assert "--output_dir outputs/demo-sft" in commands and "--output_dir outputs/demo-grpo" in commands
+    # The demo's GRPO is the expert-guided recipe (session 14); GRPO_RECIPE selects the paper's plain one.
+    assert "--config recipes/tiny-qwen2.5-vl/grpo/config_demo_expert.yaml --dataset_name data/synthetic" in dry_run("grpo")
+    plain = dry_run("pipeline-grpo", "GRPO_RECIPE=recipes/tiny-qwen2.5-vl/grpo/config_demo.yaml")
+    assert "--config recipes/tiny-qwen2.5-vl/grpo/config_demo.yaml" in plain and "expert" not in plain
     base = dry_run("base-model")
     assert "data_prep.synthetic --output-dir data/synthetic-captions --num-samples 5000 --seed 101 --captions" in base
     assert "recipes/tiny-qwen2.5-vl/pretrain/config_perception.yaml" in base
@@ -66,8 +70,10 @@ def test_demo_trains_on_two_cpu_ranks_then_evaluates_both_checkpoints_side_by_si
 
 def test_one_cpu_process_accumulates_the_second_rank_batch():
     # The demo recipes' batches are per rank (2 ranks); one process accumulates two batches for the same step.
-    for target, module in (("pipeline-sft", "alphadrive_trl.sft"), ("pipeline-grpo", "alphadrive_trl.grpo")):
-        line = next(c for c in dry_run(target, "CPU_PROCESSES=1").splitlines() if "config_demo.yaml" in c)
+    steps = (("pipeline-sft", "alphadrive_trl.sft", "sft/config_demo.yaml"),
+             ("pipeline-grpo", "alphadrive_trl.grpo", "grpo/config_demo_expert.yaml"))  # fmt: skip
+    for target, module, recipe in steps:
+        line = next(c for c in dry_run(target, "CPU_PROCESSES=1").splitlines() if recipe in c)
         assert line.startswith(f".venv/bin/python -m {module}") and "--gradient_accumulation_steps 2" in line
     # A recipe of the user's own runs as written, in one process or through ACCELERATE_CONFIG.
     line = dry_run("grpo", "RECIPE=recipes/Qwen2-VL-2B-Instruct/grpo/config_alphadrive.yaml").splitlines()[-1]
