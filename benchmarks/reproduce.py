@@ -11,7 +11,8 @@ its own seed. Settings (answer-only targets and completions, `prompt_template: a
 `_reasoning`):
 
 - `sft20`        SFT warm-up on 20 % of train (`--stage sft`, `--sft20-epochs`): the demo's SFT recipe.
-- `sft20_grpo`   GRPO from `sft20` on the disjoint 80 % (`--stage grpo`, `--grpo-steps`): the demo's GRPO recipe.
+- `sft20_grpo`   GRPO from `sft20` on the disjoint 80 % (`--stage grpo`, `--grpo-steps`): the paper's plain GRPO with the
+  demo's settings (`grpo/config_demo.yaml`; `make demo` adds expert guidance to it: `--with-expert`).
 - `sft_all`      SFT on the whole train split with the same number of sample passes as `sft20` (a fifth of the
   epochs): what the same SFT budget gives without RL.
 - `sft_all_long` SFT on the whole train split for about the wall time of `sft20` + GRPO (`--sft-long-epochs`): the
@@ -19,18 +20,21 @@ its own seed. Settings (answer-only targets and completions, `prompt_template: a
 - `sft20_reasoning`, `sft20_reasoning_grpo`: the same two stages with `<think>` reasoning targets and completions
   (`prompt_template: default`, the four-reward set with format, 128 new tokens): the paper's reasoning claim.
 - optional (`--with-grpo-only`, `--with-ablation`, first seed): GRPO from the base model alone; the reward ablation.
-- optional (`--with-safety`, every seed): `sft20_grpo_safety`, the demo GRPO with a stronger `safety` penalty
+- optional (`--with-safety`, every seed): `sft20_grpo_safety`, the plain GRPO with a stronger `safety` penalty
   (`grpo/config_demo_safety.yaml`), from the same warm-up.
-- optional (`--long-grpo-steps N`, every seed): `sft20_grpo_long`, the demo GRPO from the same warm-up for N steps
+- optional (`--long-grpo-steps N`, every seed): `sft20_grpo_long`, the plain GRPO from the same warm-up for N steps
   instead of `--grpo-steps` (more RL; session 12 chose 2,400 on validation); with `--long-grpo-safety` also
   `sft20_grpo_safety_long`, the same with `grpo/config_demo_safety.yaml` (the `safety` penalty at 3).
-- optional (`--with-coverage`, every seed): `sft20_grpo_coverage`, the demo GRPO with a stronger KL anchor
+- optional (`--with-coverage`, every seed): `sft20_grpo_coverage`, the plain GRPO with a stronger KL anchor
   (`grpo/config_demo_coverage.yaml`, beta 0.3), from the same warm-up: it keeps the K-sample coverage (session 13).
-- optional (`--with-expert`, every seed): `sft20_grpo_expert`, the demo GRPO with one expert completion in each group
-  (`grpo/config_demo_expert.yaml`, `expert_samples_per_group: 1`), from the same warm-up (session 14).
+- optional (`--with-expert`, every seed): `sft20_grpo_expert`, the demo's default GRPO: one expert completion in each
+  group (`grpo/config_demo_expert.yaml`, `expert_samples_per_group: 1`), from the same warm-up (session 14).
+- optional (`--with-sft-continue`, every seed): `sft20_sft`, the warm-up continued by SFT on the GRPO split, on as many
+  scenes as GRPO draws (`--grpo-steps` x 2 scenes), with the SFT recipe's learning rate (chosen on validation, session
+  15): what the GRPO scenes' labels give without RL, the control for GRPO and most of all for expert guidance.
 - optional (`--navigation-overrides N`, every seed): `sft20_nav`, the warm-up with the rows whose path departs from
   the navigation command shown N times (`repeat_navigation_overrides`: cones on a `go straight` route, a blocked
-  lane), and `sft20_nav_grpo`, the demo GRPO from it.
+  lane), and `sft20_nav_grpo`, the plain GRPO from it.
 
 Independent trainings run `--jobs` at a time (default 2, one core each), scheduled as a task graph.
 
@@ -90,6 +94,13 @@ def _one_process_batch(recipe: str) -> list[str]:
 # The study's defaults are the demo's: read from its recipes, so the two never drift apart.
 DEMO_SFT_EPOCHS = _recipe_value(SFT_RECIPE, "num_train_epochs")
 DEMO_GRPO_STEPS = _recipe_value(GRPO_RECIPE, "max_steps")
+# A GRPO step draws `num_generations` completions for each of its scenes; `sft20_sft` sees as many scenes by SFT.
+GRPO_SCENES_PER_STEP = (
+    DEMO_RANKS
+    * _recipe_value(GRPO_RECIPE, "per_device_train_batch_size")
+    // _recipe_value(GRPO_RECIPE, "num_generations")
+)
+SFT_SCENES_PER_STEP = DEMO_RANKS * _recipe_value(SFT_RECIPE, "per_device_train_batch_size")
 
 # The paper's reward ablation, as overrides of the GRPO recipe (the full set is the recipe itself).
 UNIFORM_SPEED = '{"KEEP": 1.0, "ACCELERATE": 1.0, "DECELERATE": 1.0, "STOP": 1.0}'
@@ -299,12 +310,16 @@ class Study:
             if a.sft_long_epochs and seed in (a.long_seeds or a.seeds):
                 long = ["--stage", "null", "--num_train_epochs", str(a.sft_long_epochs)]
                 tasks[f"{seed}/sft_all_long"] = ([], partial(self.sft, "sft_all_long", seed, start, long))
-            if a.with_safety:  # the demo GRPO with a stronger `safety` penalty, from the same warm-up
+            if a.with_safety:  # the plain GRPO with a stronger `safety` penalty, from the same warm-up
                 tasks[f"{seed}/sft20_grpo_safety"] = ([f"{seed}/sft20"], partial(self.grpo, "sft20_grpo_safety", seed, sft20, ["--stage", "grpo"], None, SAFETY_GRPO_RECIPE))  # fmt: skip
-            if a.with_coverage:  # the demo GRPO with a stronger KL anchor, from the same warm-up
+            if a.with_coverage:  # the plain GRPO with a stronger KL anchor, from the same warm-up
                 tasks[f"{seed}/sft20_grpo_coverage"] = ([f"{seed}/sft20"], partial(self.grpo, "sft20_grpo_coverage", seed, sft20, ["--stage", "grpo"], None, COVERAGE_GRPO_RECIPE))  # fmt: skip
-            if a.with_expert:  # the demo GRPO with the expert's completion in every group, from the same warm-up
+            if a.with_expert:  # the demo default: the plain GRPO with the expert's completion in every group
                 tasks[f"{seed}/sft20_grpo_expert"] = ([f"{seed}/sft20"], partial(self.grpo, "sft20_grpo_expert", seed, sft20, ["--stage", "grpo"], None, EXPERT_GRPO_RECIPE))  # fmt: skip
+            if a.with_sft_continue:  # the GRPO split's labels by SFT, as many scenes as GRPO draws: the no-RL control
+                steps = -(-a.grpo_steps * GRPO_SCENES_PER_STEP // SFT_SCENES_PER_STEP)  # ceil
+                cont = ["--stage", "grpo", "--max_steps", str(steps)]
+                tasks[f"{seed}/sft20_sft"] = ([f"{seed}/sft20"], partial(self.sft, "sft20_sft", seed, sft20, cont))
             if a.long_grpo_steps:  # more RL from the same warm-up
                 tasks[f"{seed}/sft20_grpo_long"] = ([f"{seed}/sft20"], partial(self.grpo, "sft20_grpo_long", seed, sft20, ["--stage", "grpo"], a.long_grpo_steps))  # fmt: skip
             if a.long_grpo_steps and a.long_grpo_safety:
@@ -351,7 +366,7 @@ class Study:
             walls = []
             for seed in metrics[name]:
                 parts = [f"seed{seed}-{name}"]
-                if "_grpo" in name or name.startswith("ablation"):  # + the warm-up it started from
+                if "_grpo" in name or name.startswith("ablation") or name == "sft20_sft":  # + the warm-up
                     parts.append(f"seed{seed}-{name.split('_grpo')[0] if '_grpo' in name else 'sft20'}")
                 walls.append(sum(timings.get(p, 0.0) for p in parts))
             return f"{statistics.fmean(walls):.0f}" if walls else "–"
@@ -366,6 +381,7 @@ class Study:
                 "sft20_grpo_safety",
                 "sft20_grpo_coverage",
                 "sft20_grpo_expert",
+                "sft20_sft",
                 "sft20_nav",
                 "sft20_nav_grpo",
                 "sft_all",
@@ -414,22 +430,37 @@ class Study:
                 ("SFT 20 % → GRPO 80 % minus SFT-all trained as long (same wall time)", "sft20_grpo", "sft_all_long"),
                 ("longer GRPO: SFT 20 % → GRPO minus its own warm-up", "sft20_grpo_long", "sft20"),
                 ("longer GRPO minus SFT-all with the same sample passes", "sft20_grpo_long", "sft_all"),
-                ("longer GRPO minus the demo GRPO (same warm-up)", "sft20_grpo_long", "sft20_grpo"),
+                ("longer GRPO minus the plain GRPO (same warm-up)", "sft20_grpo_long", "sft20_grpo"),
                 ("longer GRPO, penalty 3: SFT 20 % → GRPO minus its own warm-up", "sft20_grpo_safety_long", "sft20"),
                 (
                     "longer GRPO, penalty 3, minus SFT-all with the same sample passes",
                     "sft20_grpo_safety_long",
                     "sft_all",
                 ),
-                ("longer GRPO, penalty 3, minus the demo GRPO (same warm-up)", "sft20_grpo_safety_long", "sft20_grpo"),
+                (
+                    "longer GRPO, penalty 3, minus the plain GRPO (same warm-up)",
+                    "sft20_grpo_safety_long",
+                    "sft20_grpo",
+                ),
                 ("safety recipe (penalty 3): SFT 20 % → GRPO minus its own warm-up", "sft20_grpo_safety", "sft20"),
                 ("coverage recipe (beta 0.3): SFT 20 % → GRPO minus its own warm-up", "sft20_grpo_coverage", "sft20"),
-                ("coverage recipe minus the demo GRPO (beta 0.3 against 0.1)", "sft20_grpo_coverage", "sft20_grpo"),
+                ("coverage recipe minus the plain GRPO (beta 0.3 against 0.1)", "sft20_grpo_coverage", "sft20_grpo"),
                 ("expert recipe: SFT 20 % → GRPO minus its own warm-up", "sft20_grpo_expert", "sft20"),
                 ("expert recipe minus SFT-all with the same sample passes", "sft20_grpo_expert", "sft_all"),
-                ("expert recipe minus the demo GRPO (one expert sample per group)", "sft20_grpo_expert", "sft20_grpo"),
                 (
-                    "safety recipe minus the demo GRPO (penalty 3 against 2)",
+                    "expert recipe minus the plain GRPO (one expert sample per group)",
+                    "sft20_grpo_expert",
+                    "sft20_grpo",
+                ),
+                ("SFT on the GRPO split: SFT 20 % → SFT 80 % minus its own warm-up", "sft20_sft", "sft20"),
+                (
+                    "SFT 20 % → GRPO 80 % minus SFT 20 % → SFT 80 % (same scenes: RL against their labels)",
+                    "sft20_grpo",
+                    "sft20_sft",
+                ),
+                ("expert recipe minus SFT 20 % → SFT 80 % (same scenes)", "sft20_grpo_expert", "sft20_sft"),
+                (
+                    "safety recipe minus the plain GRPO (penalty 3 against 2)",
                     "sft20_grpo_safety",
                     "sft20_grpo",
                 ),
@@ -591,10 +622,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="Add GRPO with grpo/config_demo_expert.yaml (one expert completion per group of 8; all seeds).",
     )
     p.add_argument(
+        "--with-sft-continue",
+        action="store_true",
+        help="Add `sft20_sft`: the warm-up continued by SFT on the GRPO split, as many scenes as GRPO draws (all seeds).",
+    )
+    p.add_argument(
         "--long-grpo-steps",
         type=int,
         default=0,
-        help="Add `sft20_grpo_long`: the demo GRPO from the same warm-up for this many steps (all seeds; 0: off).",
+        help="Add `sft20_grpo_long`: the plain GRPO from the same warm-up for this many steps (all seeds; 0: off).",
     )
     p.add_argument(
         "--long-grpo-safety",

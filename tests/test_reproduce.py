@@ -153,3 +153,15 @@ def test_recipe_arms_run_their_recipe_from_the_same_warm_up(tmp_path, monkeypatc
     assert variant["--model_name_or_path"] == demo["--model_name_or_path"] == str(tmp_path / "seed0" / "sft20")
     assert variant["--output_dir"] == str(tmp_path / "seed0" / arm)
     assert graph[f"0/{arm}"][0] == ["0/sft20"]
+
+
+def test_sft_continue_arm_sees_as_many_grpo_split_scenes_as_grpo_draws(tmp_path, monkeypatch):
+    # GRPO: 1,200 steps x 2 scenes (16 completions, 8 per scene); SFT: 16 scenes a step -> 150 steps on that split.
+    assert (reproduce.GRPO_SCENES_PER_STEP, reproduce.SFT_SCENES_PER_STEP) == (2, 16)
+    graph, (grpo, cont) = _grpo_flags(tmp_path, monkeypatch, ["--with-sft-continue"], ["sft20_grpo", "sft20_sft"])
+    assert cont["--config"] == reproduce.SFT_RECIPE and grpo["--config"] == reproduce.GRPO_RECIPE
+    assert (cont["--stage"], cont["--max_steps"]) == ("grpo", "150") and grpo["--stage"] == "grpo"
+    assert cont["--model_name_or_path"] == grpo["--model_name_or_path"] == str(tmp_path / "seed0" / "sft20")
+    assert cont["--output_dir"] == str(tmp_path / "seed0" / "sft20_sft") and "--learning_rate" not in cont
+    assert graph["0/sft20_sft"][0] == ["0/sft20"] and graph["0/sft20_sft/eval"][0] == ["0/sft20_sft"]
+    assert "0/sft20_sft" not in _grpo_flags(tmp_path, monkeypatch, [], [])[0]
