@@ -31,7 +31,9 @@ its own seed. Settings (answer-only targets and completions, `prompt_template: a
   group (`grpo/config_demo_expert.yaml`, `expert_samples_per_group: 1`), from the same warm-up (session 14).
 - optional (`--with-sft-continue`, every seed): `sft20_sft`, the warm-up continued by SFT on the GRPO split, on as many
   scenes as GRPO draws (`--grpo-steps` x 2 scenes), with the SFT recipe's learning rate (chosen on validation, session
-  15): what the GRPO scenes' labels give without RL, the control for GRPO and most of all for expert guidance.
+  15): what the GRPO scenes' labels give without RL, the control for GRPO and most of all for expert guidance. With
+  it, `sft20_sft_grpo_expert` (the demo's GRPO from `sft20_sft`, same split) and its control `sft20_sft2` (SFT for
+  two such passes: the same labelled passes).
 - optional (`--navigation-overrides N`, every seed): `sft20_nav`, the warm-up with the rows whose path departs from
   the navigation command shown N times (`repeat_navigation_overrides`: cones on a `go straight` route, a blocked
   lane), and `sft20_nav_grpo`, the plain GRPO from it.
@@ -320,6 +322,11 @@ class Study:
                 steps = -(-a.grpo_steps * GRPO_SCENES_PER_STEP // SFT_SCENES_PER_STEP)  # ceil
                 cont = ["--stage", "grpo", "--max_steps", str(steps)]
                 tasks[f"{seed}/sft20_sft"] = ([f"{seed}/sft20"], partial(self.sft, "sft20_sft", seed, sft20, cont))
+                # Two passes: as many labelled scenes as `sft20_sft` and then the demo's GRPO on the same split.
+                cont2 = ["--stage", "grpo", "--max_steps", str(2 * steps)]
+                tasks[f"{seed}/sft20_sft2"] = ([f"{seed}/sft20"], partial(self.sft, "sft20_sft2", seed, sft20, cont2))
+                sft20_sft = self.model_dir("sft20_sft", seed)
+                tasks[f"{seed}/sft20_sft_grpo_expert"] = ([f"{seed}/sft20_sft"], partial(self.grpo, "sft20_sft_grpo_expert", seed, sft20_sft, ["--stage", "grpo"], None, EXPERT_GRPO_RECIPE))  # fmt: skip
             if a.long_grpo_steps:  # more RL from the same warm-up
                 tasks[f"{seed}/sft20_grpo_long"] = ([f"{seed}/sft20"], partial(self.grpo, "sft20_grpo_long", seed, sft20, ["--stage", "grpo"], a.long_grpo_steps))  # fmt: skip
             if a.long_grpo_steps and a.long_grpo_safety:
@@ -362,12 +369,18 @@ class Study:
                 return f"{mean:.1f}"
             return f"{mean:.1f} ± {statistics.stdev(values):.1f}"
 
+        def started_from(name: str) -> str | None:
+            if "_grpo" in name:
+                return name.split("_grpo")[0]
+            return "sft20" if name.startswith(("ablation", "sft20_sft")) else None
+
         def train_wall(name: str) -> str:
             walls = []
             for seed in metrics[name]:
-                parts = [f"seed{seed}-{name}"]
-                if "_grpo" in name or name.startswith("ablation") or name == "sft20_sft":  # + the warm-up
-                    parts.append(f"seed{seed}-{name.split('_grpo')[0] if '_grpo' in name else 'sft20'}")
+                parts, step = [], name
+                while step:  # the setting's own training, plus every stage it started from
+                    parts.append(f"seed{seed}-{step}")
+                    step = started_from(step)
                 walls.append(sum(timings.get(p, 0.0) for p in parts))
             return f"{statistics.fmean(walls):.0f}" if walls else "–"
 
@@ -382,6 +395,8 @@ class Study:
                 "sft20_grpo_coverage",
                 "sft20_grpo_expert",
                 "sft20_sft",
+                "sft20_sft2",
+                "sft20_sft_grpo_expert",
                 "sft20_nav",
                 "sft20_nav_grpo",
                 "sft_all",
@@ -459,6 +474,17 @@ class Study:
                     "sft20_sft",
                 ),
                 ("expert recipe minus SFT 20 % → SFT 80 % (same scenes)", "sft20_grpo_expert", "sft20_sft"),
+                ("SFT 20 % → SFT 80 % for two passes minus its own warm-up", "sft20_sft2", "sft20"),
+                (
+                    "SFT 20 % → SFT 80 % → expert GRPO 80 % minus SFT 20 % → SFT 80 % (what GRPO adds after it)",
+                    "sft20_sft_grpo_expert",
+                    "sft20_sft",
+                ),
+                (
+                    "SFT 20 % → SFT 80 % → expert GRPO 80 % minus two SFT passes (the same labelled passes)",
+                    "sft20_sft_grpo_expert",
+                    "sft20_sft2",
+                ),
                 (
                     "safety recipe minus the plain GRPO (penalty 3 against 2)",
                     "sft20_grpo_safety",
@@ -624,7 +650,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--with-sft-continue",
         action="store_true",
-        help="Add `sft20_sft`: the warm-up continued by SFT on the GRPO split, as many scenes as GRPO draws (all seeds).",
+        help="Add `sft20_sft` (the warm-up continued by SFT on the GRPO split, as many scenes as GRPO draws), "
+        "`sft20_sft2` (two such passes) and `sft20_sft_grpo_expert` (the demo's GRPO from `sft20_sft`); all seeds.",
     )
     p.add_argument(
         "--long-grpo-steps",

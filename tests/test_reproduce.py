@@ -158,10 +158,17 @@ def test_recipe_arms_run_their_recipe_from_the_same_warm_up(tmp_path, monkeypatc
 def test_sft_continue_arm_sees_as_many_grpo_split_scenes_as_grpo_draws(tmp_path, monkeypatch):
     # GRPO: 1,200 steps x 2 scenes (16 completions, 8 per scene); SFT: 16 scenes a step -> 150 steps on that split.
     assert (reproduce.GRPO_SCENES_PER_STEP, reproduce.SFT_SCENES_PER_STEP) == (2, 16)
-    graph, (grpo, cont) = _grpo_flags(tmp_path, monkeypatch, ["--with-sft-continue"], ["sft20_grpo", "sft20_sft"])
-    assert cont["--config"] == reproduce.SFT_RECIPE and grpo["--config"] == reproduce.GRPO_RECIPE
+    arms = ["sft20_grpo", "sft20_sft", "sft20_sft2", "sft20_sft_grpo_expert"]
+    graph, (grpo, cont, cont2, after) = _grpo_flags(tmp_path, monkeypatch, ["--with-sft-continue"], arms)
+    assert cont["--config"] == cont2["--config"] == reproduce.SFT_RECIPE and grpo["--config"] == reproduce.GRPO_RECIPE
     assert (cont["--stage"], cont["--max_steps"]) == ("grpo", "150") and grpo["--stage"] == "grpo"
-    assert cont["--model_name_or_path"] == grpo["--model_name_or_path"] == str(tmp_path / "seed0" / "sft20")
+    assert (cont2["--stage"], cont2["--max_steps"]) == ("grpo", "300")  # the label passes of sft20_sft -> GRPO
+    sft20 = str(tmp_path / "seed0" / "sft20")
+    assert cont["--model_name_or_path"] == cont2["--model_name_or_path"] == grpo["--model_name_or_path"] == sft20
     assert cont["--output_dir"] == str(tmp_path / "seed0" / "sft20_sft") and "--learning_rate" not in cont
     assert graph["0/sft20_sft"][0] == ["0/sft20"] and graph["0/sft20_sft/eval"][0] == ["0/sft20_sft"]
+    # The demo's GRPO from the continued warm-up, on the same split, as many steps as the other GRPO arms.
+    assert after["--config"] == reproduce.EXPERT_GRPO_RECIPE and after["--stage"] == "grpo"
+    assert after["--model_name_or_path"] == str(tmp_path / "seed0" / "sft20_sft")
+    assert after["--max_steps"] == grpo["--max_steps"] and graph["0/sft20_sft_grpo_expert"][0] == ["0/sft20_sft"]
     assert "0/sft20_sft" not in _grpo_flags(tmp_path, monkeypatch, [], [])[0]
