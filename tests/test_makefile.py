@@ -40,7 +40,8 @@ def test_demo_defaults_and_base_model_target():
     commands = dry_run("pipeline")
     assert "--output_dir outputs/demo-sft" in commands and "--output_dir outputs/demo-grpo" in commands
     # The demo's GRPO is the expert-guided recipe (session 14); GRPO_RECIPE selects the paper's plain one.
-    assert "--config recipes/tiny-qwen2.5-vl/grpo/config_demo_expert.yaml --dataset_name data/synthetic" in dry_run("grpo")
+    default = "--config recipes/tiny-qwen2.5-vl/grpo/config_demo_expert.yaml --dataset_name data/synthetic"
+    assert default in dry_run("grpo")
     plain = dry_run("pipeline-grpo", "GRPO_RECIPE=recipes/tiny-qwen2.5-vl/grpo/config_demo.yaml")
     assert "--config recipes/tiny-qwen2.5-vl/grpo/config_demo.yaml" in plain and "expert" not in plain
     base = dry_run("base-model")
