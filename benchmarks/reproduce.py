@@ -538,7 +538,7 @@ class Study:
             if not state.exists():
                 continue
             history = json.loads(state.read_text())["log_history"]
-            if name.startswith("sft") and not name.endswith("grpo"):
+            if name.startswith("sft") and "_grpo" not in name:  # SFT runs: their loss
                 points = [(h["step"], h["loss"]) for h in history if "loss" in h]
                 ax1.plot(*zip(*points), label=name) if points else None
             else:
